@@ -1,0 +1,20 @@
+"""Test-wide settings: fully offline, Triton kernels in interpreter mode, caches in a temporary folder."""
+
+import os
+import tempfile
+
+# Set before anything imports triton: the interpreter is chosen when a kernel is decorated.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VISION_LONG_CACHE", tempfile.mkdtemp(prefix="vision_long_cache_"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

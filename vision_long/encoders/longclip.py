@@ -1,0 +1,318 @@
+"""Long-CLIP: OpenAI-CLIP architecture with knowledge-preserved stretching of the text positions.
+
+Reference: Zhang et al., "Long-CLIP: Unlocking the Long-Text Capability of CLIP" (ECCV 2024), and the
+upstream code digest in the project's reference notes (section 1). The model keeps two text position
+tables like upstream: `positional_embedding` (the frozen, stretched table) supplies rows `[0, keep)` and
+`positional_embedding_res` (trainable) supplies rows `[keep, context)`. With `keep_positions=None` the
+model is a plain CLIP with one table, which is what a 77-token checkpoint loads as before stretching.
+
+This module holds the math only; files and foreign formats live in `loading.py` and `hf_format.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from open_clip.transform import image_transform
+from open_clip.transformer import LayerNorm, VisionTransformer
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from vision_long.encoders.batching import check_pixels, ids_to_lists, length_sorted_batches, preprocess_images
+from vision_long.encoders.text_transformer import ACTIVATIONS, PackedTokens, TextTransformer
+from vision_long.tokenization import LONGCLIP_CONTEXT, CLIPTokenizer, TokenizerConfig, pad_id_lists
+
+KEEP_POSITIONS = 20  # Long-CLIP: rows 0..19 of the 77-row table are kept verbatim
+STRETCH_RATIO = 4  # Long-CLIP: the remaining rows are interpolated 4x (77 -> 4*77 - 3*20 = 248)
+LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP's initial temperature
+
+
+def stretch_positions(pe: torch.Tensor, keep: int = KEEP_POSITIONS, ratio: int = STRETCH_RATIO) -> torch.Tensor:
+    """Knowledge-preserved stretching of a position table, exactly as Long-CLIP's `load_from_clip`.
+
+    pe: Tensor[L, W] -> Tensor[ratio * L - (ratio - 1) * keep, W] (77 -> 248 with the defaults).
+    Rows `[0, keep)` are copied. Output row `p >= keep` is the linear interpolation of `pe` at source
+    position `s = keep + (p - keep) / ratio`; the last `ratio - 1` rows (s > L - 1) extrapolate linearly
+    with the slope of the last two input rows, as upstream does. Computed in float64 and cast back
+    (upstream stretches in fp16 on GPU, which differs by about 2e-5 per entry).
+    """
+    if pe.dim() != 2:
+        raise ValueError(f"expected a position table Tensor[L, W], got shape {tuple(pe.shape)}")
+    length = pe.shape[0]
+    if not 0 <= keep <= length - 2:
+        raise ValueError(f"keep must be in [0, {length - 2}] for a {length}-row table, got {keep}")
+    if ratio < 1:
+        raise ValueError(f"ratio must be >= 1, got {ratio}")
+    new_length = ratio * length - (ratio - 1) * keep
+    src = pe.detach().to(torch.float64)
+    p = torch.arange(keep, new_length, dtype=torch.float64, device=pe.device)
+    s = keep + (p - keep) / ratio
+    lo = s.floor().long().clamp(max=length - 2)
+    frac = (s - lo).unsqueeze(1)
+    stretched = (1 - frac) * src[lo] + frac * src[lo + 1]
+    return torch.cat([src[:keep], stretched]).to(pe.dtype)
+
+
+@dataclass
+class TextConfig:
+    """Text tower hyper-parameters (OpenAI layout)."""
+
+    vocab_size: int = 49408
+    context_length: int = LONGCLIP_CONTEXT
+    width: int = 512
+    layers: int = 12
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    act: str = "quick_gelu"
+    keep_positions: int | None = KEEP_POSITIONS  # None: one position table (a plain CLIP)
+
+
+@dataclass
+class VisionConfig:
+    """ViT image tower hyper-parameters (OpenAI layout, built with open_clip's `VisionTransformer`)."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    act: str = "quick_gelu"
+
+
+@dataclass
+class CLIPConfig:
+    """A whole CLIP / Long-CLIP model. `num_merges` selects a reduced BPE vocabulary (None: full CLIP)."""
+
+    embed_dim: int = 512
+    text: TextConfig = field(default_factory=TextConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    num_merges: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CLIPConfig":
+        return cls(
+            embed_dim=d["embed_dim"],
+            text=TextConfig(**d["text"]),
+            vision=VisionConfig(**d["vision"]),
+            num_merges=d.get("num_merges"),
+        )
+
+
+class LongCLIP(nn.Module):
+    """CLIP with Long-CLIP's two text position tables; satisfies the `Encoder` protocol.
+
+    Differentiable building blocks: `text_hidden_states`, `encode_text_tokens`, `encode_pixels`, `forward`.
+    User-facing, no-grad, batched: `encode_text` (length-bucketed and packed, never padded to the context)
+    and `encode_image`.
+    """
+
+    family = "longclip"
+    config_class = CLIPConfig
+
+    def __init__(self, config: CLIPConfig):
+        super().__init__()
+        self.config = config
+        tc, vc = config.text, config.vision
+        self.tokenizer = CLIPTokenizer(TokenizerConfig(tc.context_length, config.num_merges))
+        if self.tokenizer.vocab_size != tc.vocab_size:
+            raise ValueError(
+                f"text vocab_size {tc.vocab_size} does not match the tokenizer's {self.tokenizer.vocab_size} "
+                f"(num_merges={config.num_merges})"
+            )
+        if tc.keep_positions is not None and not 0 <= tc.keep_positions <= tc.context_length:
+            raise ValueError(f"keep_positions must be in [0, {tc.context_length}], got {tc.keep_positions}")
+        self.visual = VisionTransformer(
+            image_size=vc.image_size,
+            patch_size=vc.patch_size,
+            width=vc.width,
+            layers=vc.layers,
+            heads=vc.heads,
+            mlp_ratio=vc.mlp_ratio,
+            output_dim=config.embed_dim,
+            act_layer=ACTIVATIONS[vc.act],
+            norm_layer=LayerNorm,
+        )
+        self.token_embedding = nn.Embedding(tc.vocab_size, tc.width)
+        self.positional_embedding = nn.Parameter(torch.empty(tc.context_length, tc.width))
+        if tc.keep_positions is None:
+            self.positional_embedding_res = None
+        else:
+            self.positional_embedding_res = nn.Parameter(torch.empty(tc.context_length, tc.width))
+            self.positional_embedding.requires_grad_(False)  # Long-CLIP trains only the residual table
+        self.transformer = TextTransformer(tc.width, tc.layers, tc.heads, tc.mlp_ratio, tc.act)
+        self.ln_final = LayerNorm(tc.width)
+        self.text_projection = nn.Parameter(torch.empty(tc.width, config.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        self._init_text_parameters()
+        self.preprocess = image_transform(vc.image_size, is_train=False)
+
+    def _init_text_parameters(self) -> None:
+        """CLIP's initialisation of the text tower (the vision tower initialises itself)."""
+        width = self.config.text.width
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if self.positional_embedding_res is not None:
+            self.positional_embedding_res.data.copy_(self.positional_embedding.data)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
+
+    # --- properties of the Encoder protocol -------------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        return self.config.text.context_length
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.config.vision.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.token_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.token_embedding.weight.dtype
+
+    # --- differentiable math ----------------------------------------------------------------------
+    def effective_positional_embedding(self) -> torch.Tensor:
+        """The position table the text tower actually uses: Tensor[context_length, W].
+
+        `cat(positional_embedding[:keep], positional_embedding_res[keep:])` (upstream's mask1/mask2).
+        """
+        if self.positional_embedding_res is None:
+            return self.positional_embedding
+        keep = self.config.text.keep_positions
+        return torch.cat([self.positional_embedding[:keep], self.positional_embedding_res[keep:]])
+
+    def _check_ids(self, ids: torch.Tensor) -> None:
+        if ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"token ids must be an integer Tensor[N, L], got {ids.dtype} {tuple(ids.shape)}")
+        if ids.shape[1] > self.context_length:
+            raise ValueError(f"token ids are {ids.shape[1]} long but the context length is {self.context_length}")
+
+    def text_hidden_states(self, ids: torch.Tensor, stop_at_layer: int | None = None) -> torch.Tensor:
+        """Per-token hidden states after `ln_final`: LongTensor[N, L] -> Tensor[N, L, W].
+
+        Any L <= context_length: causal attention makes each position independent of what follows, so the
+        result equals the first L rows of the padded-to-context forward. `stop_at_layer=-1` gives the
+        penultimate layer's output without the final LayerNorm (what SDXL conditions on).
+        """
+        self._check_ids(ids)
+        x = self.token_embedding(ids) + self.effective_positional_embedding()[: ids.shape[1]]
+        x = self.transformer(x, stop_at_layer=stop_at_layer)
+        return x if stop_at_layer is not None else self.ln_final(x)
+
+    def encode_text_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Projected text features (not normalized): LongTensor[N, L] -> Tensor[N, D].
+
+        Pooled at the EOT token, found as `ids.argmax(-1)` like upstream (EOT has the largest id).
+        """
+        hidden = self.text_hidden_states(ids)
+        pooled = hidden[torch.arange(ids.shape[0], device=ids.device), ids.argmax(-1)]
+        return pooled @ self.text_projection
+
+    def encode_packed_tokens(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Projected text features from a packed stream: LongTensor[T] (+ cu_seqlens IntTensor[N+1]) -> Tensor[N, D].
+
+        Each sequence is `[SOT, ..., EOT]` with no padding; only real tokens are computed.
+        """
+        from vision_long.kernels.packing import position_ids
+
+        positions = position_ids(cu_seqlens)
+        x = self.token_embedding(ids) + self.effective_positional_embedding()[positions]
+        x = self.transformer(x, packed=PackedTokens(cu_seqlens, max_seqlen))
+        eot = cu_seqlens[1:].long() - 1
+        return self.ln_final(x[eot]) @ self.text_projection
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected image features (not normalized): Tensor[N, 3, H, W] -> Tensor[N, D]."""
+        return self.visual(pixels)
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalized image and text features and the logit scale exp(s), as contrastive training uses them."""
+        image = F.normalize(self.encode_pixels(pixels), dim=-1)
+        text = F.normalize(self.encode_text_tokens(ids), dim=-1)
+        return image, text, self.logit_scale.exp()
+
+    # --- user-facing encoding (the Encoder protocol) -------------------------------------------------
+    @torch.inference_mode()
+    def encode_text(
+        self,
+        texts: str | list[str] | torch.Tensor,
+        normalize: bool = True,
+        batch_size: int = 64,
+        truncate: bool = False,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Embed texts (or token ids LongTensor[N, L]) into Tensor[N, D] on the model's device.
+
+        Texts are sorted by token length and batched so that each batch costs only its real tokens
+        (packed on the packed-attention path); results equal the padded-to-context forward. Texts longer
+        than the context raise `ValueError` unless `truncate=True` (then cut, EOT last).
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, torch.Tensor):
+            self._check_ids(texts)
+            lists = ids_to_lists(texts)
+        else:
+            lists, _ = self.tokenizer.tokenize_to_lists(list(texts), self.context_length, truncate)
+        out = torch.empty(len(lists), self.embed_dim, device=self.device, dtype=self.dtype)
+        batches = length_sorted_batches([len(x) for x in lists], batch_size)
+        for rows in tqdm(batches, desc="encode text", unit="batch", disable=not progress):
+            seqs = [lists[i] for i in rows]
+            ids = pad_id_lists(seqs, max(len(s) for s in seqs)).to(self.device)
+            out[torch.as_tensor(rows, device=self.device)] = self.encode_text_tokens(ids)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    @torch.inference_mode()
+    def encode_image(
+        self,
+        images: list[Image.Image] | torch.Tensor,
+        normalize: bool = True,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Embed PIL images (preprocessed here) or an already preprocessed Tensor[N, 3, H, W] into Tensor[N, D]."""
+        n = len(images)
+        out = torch.empty(n, self.embed_dim, device=self.device, dtype=self.dtype)
+        for start in tqdm(range(0, n, batch_size), desc="encode images", unit="batch", disable=not progress):
+            chunk = images[start : start + batch_size]
+            if isinstance(images, torch.Tensor):
+                pixels = check_pixels(chunk, self.image_size)
+            else:
+                pixels = preprocess_images(chunk, self.preprocess, offset=start)
+            out[start : start + len(chunk)] = self.encode_pixels(pixels.to(self.device, self.dtype))
+        return F.normalize(out, dim=-1) if normalize else out
+
+    # --- conversions -------------------------------------------------------------------------------
+    def stretched(self, keep: int = KEEP_POSITIONS, ratio: int = STRETCH_RATIO) -> "LongCLIP":
+        """A Long-CLIP initialised from this plain CLIP by knowledge-preserved stretching (`load_from_clip`).
+
+        Both tables start as the stretched table; `positional_embedding` is frozen and supplies rows
+        `[0, keep)`, `positional_embedding_res` is trainable and supplies the rest.
+        """
+        if self.positional_embedding_res is not None:
+            raise ValueError("this model is already stretched (it has two position tables)")
+        table = stretch_positions(self.positional_embedding, keep, ratio)
+        text = replace(self.config.text, context_length=table.shape[0], keep_positions=keep)
+        model = LongCLIP(replace(self.config, text=text)).to(self.device, self.dtype)
+        state = {k: v for k, v in self.state_dict().items() if k != "positional_embedding"}
+        state["positional_embedding"] = table
+        state["positional_embedding_res"] = table.clone()
+        model.load_state_dict(state)
+        return model
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
