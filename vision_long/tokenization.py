@@ -22,6 +22,7 @@ from open_clip.tokenizer import SimpleTokenizer, default_bpe
 
 CLIP_NUM_MERGES = 48894  # merges used by OpenAI CLIP: lines 1 .. 49152-256-2 of the BPE file
 BYTE_TOKENS = 512  # 256 byte symbols, plus the same 256 with the end-of-word marker "</w>"
+CLIP_CONTEXT = 77  # OpenAI CLIP's text context
 LONGCLIP_CONTEXT = 248  # Long-CLIP: 4 * 77 - 3 * 20
 
 

@@ -8,7 +8,7 @@ Specs:
   "open_clip:<arch>@<weights>"     an open_clip architecture name and its weights file
   "hf:<dir>"                        a transformers `CLIPModel` directory
 77-token sources are stretched to 248 positions on load (Long-CLIP's knowledge-preserved stretching);
-pass `stretch=False` for the plain 77-context model.
+pass `stretch=False` for the plain 77-context model. Sources with another context length load as they are.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from vision_long.checkpoints import CheckpointError, is_native_dir, load_native, load_state_dict_checked
 from vision_long.encoders.base import Encoder
 from vision_long.encoders.longclip import CLIPConfig, LongCLIP, TextConfig, VisionConfig
-from vision_long.tokenization import BYTE_TOKENS, CLIP_NUM_MERGES
+from vision_long.tokenization import BYTE_TOKENS, CLIP_CONTEXT, CLIP_NUM_MERGES
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EMBEDDED = {"default": "longclip-shapescenes", "default-77": "clip77-shapescenes"}
@@ -61,7 +61,9 @@ def load_encoder(
 
 
 def _maybe_stretch(model: LongCLIP, stretch: bool) -> LongCLIP:
-    return model.stretched() if stretch and model.positional_embedding_res is None else model
+    """Stretch a plain 77-token CLIP to 248 positions; leave already-long models (e.g. our HF export) alone."""
+    plain_clip = model.positional_embedding_res is None and model.context_length == CLIP_CONTEXT
+    return model.stretched() if stretch and plain_clip else model
 
 
 def _load_embedded(name: str) -> LongCLIP:

@@ -1,0 +1,28 @@
+"""Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections as they are."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = "# Benchmark results\n\nEach section is written by the script named in it; rerun the command to refresh it.\n"
+
+
+def machine() -> str:
+    """One line describing where the numbers were measured."""
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}"
+
+
+def update_section(name: str, body: str) -> None:
+    """Replace (or append) the section delimited by `<!-- name:start -->` / `<!-- name:end -->`."""
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    block = f"<!-- {name}:start -->\n{body.strip()}\n<!-- {name}:end -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
