@@ -57,6 +57,15 @@ def stretch_positions(pe: torch.Tensor, keep: int = KEEP_POSITIONS, ratio: int =
     return torch.cat([src[:keep], stretched]).to(pe.dtype)
 
 
+def interpolate_positions(pe: torch.Tensor, length: int = LONGCLIP_CONTEXT) -> torch.Tensor:
+    """Naive stretching, the Long-CLIP paper's ablation: Tensor[L, W] -> Tensor[length, W] by linear
+    interpolation of every row (align_corners=True), so no position keeps its trained embedding."""
+    if pe.dim() != 2:
+        raise ValueError(f"expected a position table Tensor[L, W], got shape {tuple(pe.shape)}")
+    stretched = F.interpolate(pe.detach().T[None].double(), size=length, mode="linear", align_corners=True)
+    return stretched[0].T.to(pe.dtype)
+
+
 @dataclass
 class TextConfig:
     """Text tower hyper-parameters (OpenAI layout)."""
@@ -297,15 +306,22 @@ class LongCLIP(nn.Module):
         return F.normalize(out, dim=-1) if normalize else out
 
     # --- conversions -------------------------------------------------------------------------------
-    def stretched(self, keep: int = KEEP_POSITIONS, ratio: int = STRETCH_RATIO) -> "LongCLIP":
+    def stretched(self, keep: int = KEEP_POSITIONS, ratio: int = STRETCH_RATIO, method: str = "kps") -> "LongCLIP":
         """A Long-CLIP initialised from this plain CLIP by knowledge-preserved stretching (`load_from_clip`).
 
         Both tables start as the stretched table; `positional_embedding` is frozen and supplies rows
-        `[0, keep)`, `positional_embedding_res` is trainable and supplies the rest.
+        `[0, keep)`, `positional_embedding_res` is trainable and supplies the rest. `method="interpolate"` is
+        the paper's naive ablation: every row interpolated to the same length, none kept (keep = 0).
         """
         if self.positional_embedding_res is not None:
             raise ValueError("this model is already stretched (it has two position tables)")
-        table = stretch_positions(self.positional_embedding, keep, ratio)
+        if method == "kps":
+            table = stretch_positions(self.positional_embedding, keep, ratio)
+        elif method == "interpolate":
+            length, keep = ratio * self.context_length - (ratio - 1) * keep, 0
+            table = interpolate_positions(self.positional_embedding, length)
+        else:
+            raise ValueError(f"unknown stretching method {method!r}; expected 'kps' or 'interpolate'")
         text = replace(self.config.text, context_length=table.shape[0], keep_positions=keep)
         model = LongCLIP(replace(self.config, text=text)).to(self.device, self.dtype)
         state = {k: v for k, v in self.state_dict().items() if k != "positional_embedding"}

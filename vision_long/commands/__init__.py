@@ -1,0 +1,1 @@
+"""The `vision-long` subcommands, one module per area; each has `register(subparsers)`."""
