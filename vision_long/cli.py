@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vision_long.checkpoints import CheckpointError
-from vision_long.commands import models
+from vision_long.commands import evaluate, models, quickstart, train
 from vision_long.commands.common import FORMATTER, CLIError
 
 
@@ -15,11 +15,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vision-long",
         formatter_class=FORMATTER,
-        description="Long-text CLIP tools: embed paragraphs and images, convert checkpoints.",
+        description="Long-text CLIP tools: embed paragraphs and images, convert checkpoints, train and evaluate.",
         epilog="Run 'vision-long COMMAND --help' for each command's options and examples.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    quickstart.register(sub)
     models.register(sub)
+    train.register(sub)
+    evaluate.register(sub)
     return parser
 
 

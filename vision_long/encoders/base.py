@@ -29,6 +29,11 @@ class Encoder(Protocol):
         """D, the width of the joint embedding space."""
         ...
 
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the image tower takes (what `preprocess` produces)."""
+        ...
+
     def encode_text(self, texts: list[str] | torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Texts (or token ids LongTensor[N, L]) -> Tensor[N, D]."""
         ...

@@ -1,0 +1,73 @@
+"""Smoke runs of the training commands on a tiny config, and exact resume after an interruption."""
+
+import json
+
+import pytest
+import torch
+
+from vision_long import load_encoder
+from vision_long.cli import main
+from vision_long.training.shapescenes import ClipRecipe, SceneData, train_clip
+from vision_long.training.trainer import OptimConfig
+
+TINY = ["--batch-size", "6", "--warmup", "1", "--checkpoint-every", "1"]
+
+
+def test_train_clip_then_longclip_cli(tmp_path):
+    assert main(["train", "clip", "--config", "shapescenes-tiny", "--steps", "2", *TINY, "--out", str(tmp_path / "clip")]) == 0
+    clip = load_encoder(str(tmp_path / "clip" / "model"), stretch=False)
+    assert clip.context_length == 77
+    log = [json.loads(line) for line in (tmp_path / "clip" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and "loss" in log[-1]
+    assert not (tmp_path / "clip" / "checkpoint").exists()  # removed once the final model is saved
+
+    for extra in ([], ["--positions", "interpolate"], ["--no-pcm"]):
+        out = tmp_path / f"long{len(extra)}{'-'.join(extra)}"
+        argv = ["train", "longclip", "--init", str(tmp_path / "clip" / "model"), "--steps", "2", *TINY, *extra, "--out", str(out)]
+        assert main(argv) == 0
+        long = load_encoder(str(out / "model"))
+        assert long.context_length == 248
+        assert long.config.text.keep_positions == (0 if extra[:1] == ["--positions"] else 20)
+        # the frozen table is untouched by fine-tuning; the residual table moved
+        stretched = clip.stretched(method="interpolate" if extra[:1] == ["--positions"] else "kps")
+        assert torch.equal(long.positional_embedding, stretched.positional_embedding)
+        assert not torch.equal(long.positional_embedding_res, stretched.positional_embedding_res)
+        assert abs(long.logit_scale.item() - torch.tensor(100.0).log().item()) < 0.1
+
+
+def test_resume_after_interruption_is_exact(tmp_path):
+    def recipe(out):
+        return ClipRecipe(out_dir=str(out), model="shapescenes-tiny", data=SceneData(batch_size=4, seed=1),
+                          optim=OptimConfig(steps=4, lr=1e-3, warmup=1, checkpoint_every=2))
+
+    torch.manual_seed(0)
+    straight = train_clip(recipe(tmp_path / "a"))
+
+    import vision_long.training.shapescenes as recipes
+
+    original = recipes.SceneData.batch
+
+    def crash_at_step_3(self, step, image_size):
+        if step == 3:
+            raise KeyboardInterrupt
+        return original(self, step, image_size)
+
+    recipes.SceneData.batch = crash_at_step_3
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_clip(recipe(tmp_path / "b"))
+    finally:
+        recipes.SceneData.batch = original
+    assert (tmp_path / "b" / "checkpoint" / "trainer_state.pt").is_file()
+    resumed = train_clip(recipe(tmp_path / "b"))
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_schedule():
+    cfg = OptimConfig(steps=100, lr=1.0, warmup=10)
+    assert cfg.lr_at(0) == pytest.approx(0.1)
+    assert cfg.lr_at(9) == pytest.approx(1.0)
+    assert cfg.lr_at(10) == pytest.approx(1.0)
+    assert cfg.lr_at(55) == pytest.approx(0.5)
+    assert cfg.lr_at(100) == pytest.approx(0.0, abs=1e-12)

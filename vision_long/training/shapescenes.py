@@ -1,0 +1,123 @@
+"""ShapeScenes recipes: a 77-token CLIP from scratch, then Long-CLIP fine-tuning of it.
+
+`train_clip` is the stand-in for "a pretrained CLIP": trained at context 77 on long captions truncated to 77
+tokens. `train_longclip` applies the Long-CLIP recipe to it (reference notes 1.5): stretch the positions
+(keep 20, ratio 4), freeze the stretched table and train the residual one, reset the temperature to 100, and
+fine-tune everything with L_long + L_short, where L_short matches short captions (the first sentence) to the
+images' top-32 principal components (PCM) with label smoothing 0.1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from vision_long.data.scenes import TRAIN_SEEDS, random_scene
+from vision_long.distributed import init_from_env, rank, world_size
+from vision_long.encoders.loading import load_encoder
+from vision_long.encoders.longclip import LongCLIP
+from vision_long.encoders.longclip_loss import LongCLIPLoss, clip_loss
+from vision_long.encoders.model_configs import model_config
+from vision_long.training.trainer import OptimConfig, train
+
+MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps its temperature at 100
+LONGCLIP_LOGIT_SCALE = math.log(100)  # Long-CLIP re-initialises it to 100 (and does not clamp)
+
+
+@dataclass
+class SceneData:
+    """Which scenes a run sees: grid sizes drawn uniformly from `grids`, seeds from the training range."""
+
+    grids: tuple[int, ...] = (3,)
+    batch_size: int = 64  # per rank
+    seed: int = 0
+
+    def batch(self, step: int, image_size: int) -> tuple[list, list[str], list[str]]:
+        """Images (PIL), long captions and short captions of this rank's batch at `step`.
+
+        Scene seeds are a pure function of (seed, step, rank), so every rank sees different scenes and a
+        resumed run sees exactly the scenes it would have seen.
+        """
+        first = (self.seed * 1_000_003 + (step * world_size() + rank()) * self.batch_size) % len(TRAIN_SEEDS)
+        scenes = [
+            random_scene(TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)], grid=self.grids[(first + i) % len(self.grids)])
+            for i in range(self.batch_size)
+        ]
+        return [s.render(image_size) for s in scenes], [s.caption() for s in scenes], [s.short_caption() for s in scenes]
+
+
+def _pixels(model: LongCLIP, images: list) -> torch.Tensor:
+    return torch.stack([model.preprocess(im) for im in images]).to(model.device)
+
+
+def _text(model: LongCLIP, captions: list[str]) -> torch.Tensor:
+    ids = model.tokenizer(captions, truncate=True, pad="longest").ids.to(model.device)
+    return F.normalize(model.encode_text_tokens(ids), dim=-1)
+
+
+@dataclass
+class ClipRecipe:
+    """`vision-long train clip`: a small CLIP from scratch at context 77."""
+
+    out_dir: str
+    model: str = "shapescenes-small"
+    data: SceneData = field(default_factory=SceneData)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=3000, lr=1e-3, warmup=200))
+    device: str | None = None
+    resume: bool = True
+
+
+def train_clip(recipe: ClipRecipe) -> LongCLIP:
+    """Train a plain CLIP on ShapeScenes long captions truncated to its 77-token context."""
+    device = init_from_env(recipe.device)
+    torch.manual_seed(recipe.data.seed)
+    model = LongCLIP(model_config(recipe.model)).to(device)
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        images, captions, _ = recipe.data.batch(step, model.image_size)
+        image = F.normalize(model.encode_pixels(_pixels(model, images)), dim=-1)
+        return {"loss": clip_loss(image, _text(model, captions), model.logit_scale.exp())}
+
+    def clamp_temperature() -> None:
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return train(model, params, step_fn, recipe.optim, recipe.out_dir, clamp_temperature, recipe.resume,
+                 {"recipe": "clip", **asdict(recipe)})
+
+
+@dataclass
+class LongCLIPRecipe:
+    """`vision-long train longclip`: Long-CLIP fine-tuning of a 77-token CLIP."""
+
+    out_dir: str
+    init: str = "default-77"
+    positions: str = "kps"  # "kps" (keep 20, ratio 4) or "interpolate" (the naive ablation)
+    loss: LongCLIPLoss = field(default_factory=LongCLIPLoss)
+    data: SceneData = field(default_factory=SceneData)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=1500, lr=2e-4, warmup=100, weight_decay=0.01))
+    device: str | None = None
+    resume: bool = True
+
+
+def train_longclip(recipe: LongCLIPRecipe) -> LongCLIP:
+    """Stretch the positions of `recipe.init` and fine-tune with L_long + L_short (PCM)."""
+    device = init_from_env(recipe.device)
+    torch.manual_seed(recipe.data.seed)
+    base = load_encoder(recipe.init, stretch=False)
+    model = base.stretched(method=recipe.positions).to(device)
+    with torch.no_grad():
+        model.logit_scale.fill_(LONGCLIP_LOGIT_SCALE)
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        images, long_captions, short_captions = recipe.data.batch(step, model.image_size)
+        image = F.normalize(model.encode_pixels(_pixels(model, images)), dim=-1)
+        return recipe.loss(image, _text(model, long_captions), _text(model, short_captions), model.logit_scale.exp())
+
+    params = [p for p in model.parameters() if p.requires_grad]  # all but the frozen stretched table
+    return train(model, params, step_fn, recipe.optim, recipe.out_dir, None, recipe.resume,
+                 {"recipe": "longclip", **asdict(recipe)})
