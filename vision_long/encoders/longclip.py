@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from vision_long.encoders.batching import check_pixels, ids_to_lists, length_sorted_batches, preprocess_images
 from vision_long.encoders.text_transformer import ACTIVATIONS, PackedTokens, TextTransformer
+from vision_long.kernels.packing import cu_seqlens_from_lengths, position_ids
 from vision_long.tokenization import LONGCLIP_CONTEXT, CLIPTokenizer, TokenizerConfig, pad_id_lists
 
 KEEP_POSITIONS = 20  # Long-CLIP: rows 0..19 of the 77-row table are kept verbatim
@@ -236,8 +237,6 @@ class LongCLIP(nn.Module):
 
         Each sequence is `[SOT, ..., EOT]` with no padding; only real tokens are computed.
         """
-        from vision_long.kernels.packing import position_ids
-
         positions = position_ids(cu_seqlens)
         x = self.token_embedding(ids) + self.effective_positional_embedding()[positions]
         x = self.transformer(x, packed=PackedTokens(cu_seqlens, max_seqlen))
@@ -263,12 +262,14 @@ class LongCLIP(nn.Module):
         batch_size: int = 64,
         truncate: bool = False,
         progress: bool = False,
+        packed: bool = True,
     ) -> torch.Tensor:
         """Embed texts (or token ids LongTensor[N, L]) into Tensor[N, D] on the model's device.
 
-        Texts are sorted by token length and batched so that each batch costs only its real tokens
-        (packed on the packed-attention path); results equal the padded-to-context forward. Texts longer
-        than the context raise `ValueError` unless `truncate=True` (then cut, EOT last).
+        Texts are sorted by token length and batched; each batch runs packed (a stream of real tokens,
+        attention within each text through `kernels.varlen_attention`) or, with `packed=False`, padded to its
+        own longest text. Either way no text is padded to the context, and results equal the padded-to-context
+        forward. Texts longer than the context raise `ValueError` unless `truncate=True` (then cut, EOT last).
         """
         if isinstance(texts, str):
             texts = [texts]
@@ -281,8 +282,14 @@ class LongCLIP(nn.Module):
         batches = length_sorted_batches([len(x) for x in lists], batch_size)
         for rows in tqdm(batches, desc="encode text", unit="batch", disable=not progress):
             seqs = [lists[i] for i in rows]
-            ids = pad_id_lists(seqs, max(len(s) for s in seqs)).to(self.device)
-            out[torch.as_tensor(rows, device=self.device)] = self.encode_text_tokens(ids)
+            if packed:
+                lengths = torch.tensor([len(s) for s in seqs])
+                ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long, device=self.device)
+                cu_seqlens = cu_seqlens_from_lengths(lengths).to(self.device)
+                features = self.encode_packed_tokens(ids, cu_seqlens, int(lengths.max()))
+            else:
+                features = self.encode_text_tokens(pad_id_lists(seqs, max(len(s) for s in seqs)).to(self.device))
+            out[torch.as_tensor(rows, device=self.device)] = features
         return F.normalize(out, dim=-1) if normalize else out
 
     @torch.inference_mode()

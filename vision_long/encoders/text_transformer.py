@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from open_clip.transformer import LayerNorm, QuickGELU
 from torch import nn
 
+from vision_long.kernels.attention import varlen_attention
+
 ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
 
 
@@ -51,8 +53,6 @@ class CausalSelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             out = out.transpose(1, 2).reshape(n, length, -1)
         else:
-            from vision_long.kernels.attention import varlen_attention
-
             q, k, v = qkv.view(-1, 3, self.heads, head_dim).unbind(1)
             out = varlen_attention(q, k, v, packed.cu_seqlens, packed.max_seqlen, causal=True)
             out = out.reshape(x.shape[0], -1)
