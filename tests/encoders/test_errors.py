@@ -95,9 +95,13 @@ def test_native_dir_errors(tmp_path, openai_sd):
         load_encoder(str(tmp_path))
 
 
-def test_specs(tmp_path):
+def test_specs(tmp_path, monkeypatch):
+    import vision_long.encoders.loading as loading
+
+    monkeypatch.setattr(loading, "ASSETS", tmp_path / "no-assets")
     with pytest.raises(CheckpointError, match="embedded model 'default' is not installed"):
         load_encoder("default")
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="not a known spec"):
         load_encoder("nonsense:thing")
     with pytest.raises(ValueError, match="open_clip:<arch>@<weights file>"):

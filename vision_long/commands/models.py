@@ -59,7 +59,7 @@ def cmd_convert(args) -> None:
     from vision_long.checkpoints import save_native
     from vision_long.encoders.hf_format import export_hf
 
-    model = load_model(args.spec, None, None, stretch=not args.no_stretch)
+    model = load_model(args.spec, None, args.dtype, stretch=not args.no_stretch)
     out = Path(args.out_dir)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise CLIError(f"{out} exists and is not empty; pass --force to write into it")
@@ -128,6 +128,7 @@ def register(sub) -> None:
     convert.add_argument("--to", choices=["native", "hf"], default="native", help="output format (default: %(default)s)")
     convert.add_argument("--no-stretch", action="store_true", help="keep a 77-token source at 77 positions")
     convert.add_argument("--force", action="store_true", help="write into a non-empty output directory")
+    convert.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="store weights in this dtype")
     convert.set_defaults(func=cmd_convert)
 
     info = sub.add_parser("info", help="print a model's family, sizes and context length")

@@ -73,7 +73,7 @@ def _load_embedded(name: str) -> LongCLIP:
             f"the embedded model {name!r} is not installed in this build ({path} is missing); "
             "load a checkpoint of your own, e.g. 'longclip:longclip-L.pt'"
         )
-    return load_native(path)
+    return load_native(path, dtype=torch.float32)  # shipped in fp16 to stay small; computed in fp32
 
 
 def read_state_dict(file: str | Path) -> dict[str, torch.Tensor]:

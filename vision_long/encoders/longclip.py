@@ -243,6 +243,17 @@ class LongCLIP(nn.Module):
         eot = cu_seqlens[1:].long() - 1
         return self.ln_final(x[eot]) @ self.text_projection
 
+    def encode_id_lists(self, seqs: list[list[int]], packed: bool = True) -> torch.Tensor:
+        """Projected text features (not normalized, differentiable) of unpadded `[SOT, ..., EOT]` id lists.
+
+        packed=True runs one stream of real tokens; packed=False pads to the longest list. -> Tensor[N, D]
+        """
+        if not packed:
+            return self.encode_text_tokens(pad_id_lists(seqs, max(len(s) for s in seqs)).to(self.device))
+        lengths = torch.tensor([len(s) for s in seqs])
+        ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long, device=self.device)
+        return self.encode_packed_tokens(ids, cu_seqlens_from_lengths(lengths).to(self.device), int(lengths.max()))
+
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Projected image features (not normalized): Tensor[N, 3, H, W] -> Tensor[N, D]."""
         return self.visual(pixels)
@@ -281,15 +292,7 @@ class LongCLIP(nn.Module):
         out = torch.empty(len(lists), self.embed_dim, device=self.device, dtype=self.dtype)
         batches = length_sorted_batches([len(x) for x in lists], batch_size)
         for rows in tqdm(batches, desc="encode text", unit="batch", disable=not progress):
-            seqs = [lists[i] for i in rows]
-            if packed:
-                lengths = torch.tensor([len(s) for s in seqs])
-                ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long, device=self.device)
-                cu_seqlens = cu_seqlens_from_lengths(lengths).to(self.device)
-                features = self.encode_packed_tokens(ids, cu_seqlens, int(lengths.max()))
-            else:
-                features = self.encode_text_tokens(pad_id_lists(seqs, max(len(s) for s in seqs)).to(self.device))
-            out[torch.as_tensor(rows, device=self.device)] = features
+            out[torch.as_tensor(rows, device=self.device)] = self.encode_id_lists([lists[i] for i in rows], packed)
         return F.normalize(out, dim=-1) if normalize else out
 
     @torch.inference_mode()

@@ -54,8 +54,9 @@ def _pixels(model: LongCLIP, images: list) -> torch.Tensor:
 
 
 def _text(model: LongCLIP, captions: list[str]) -> torch.Tensor:
-    ids = model.tokenizer(captions, truncate=True, pad="longest").ids.to(model.device)
-    return F.normalize(model.encode_text_tokens(ids), dim=-1)
+    """Normalized text features, captions cut at the model's context; packed, so padding costs nothing."""
+    lists, _ = model.tokenizer.tokenize_to_lists(captions, truncate=True)
+    return F.normalize(model.encode_id_lists(lists), dim=-1)
 
 
 @dataclass
