@@ -51,3 +51,40 @@ def test_packed_any_lengths_and_batch_sizes(model, lengths, batch_size):
     padded = model.encode_text_tokens(ids).detach()
     packed = model.encode_text(ids, normalize=False, batch_size=batch_size)
     assert (packed - padded).abs().max() <= 1e-5
+
+
+def test_packed_hidden_states_equal_padded_rows(model):
+    lengths = [2, 9, 77, 130, 248]
+    ids = _random_ids(lengths)
+    seqs = [row[:n].tolist() for row, n in zip(ids, lengths)]
+    for stop in (None, -1):
+        padded = model.text_hidden_states(ids, stop_at_layer=stop).detach()
+        packed = model.packed_hidden_states(seqs, stop_at_layer=stop)
+        for row, (n, hidden) in enumerate(zip(lengths, packed)):
+            assert hidden.shape == (n, 64)
+            assert (hidden - padded[row, :n]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("with_projection", [False, True])
+def test_text_tower_from_transformers(with_projection):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from vision_long.encoders.hf_format import text_tower_from_hf
+
+    config = CLIPTextConfig(vocab_size=1002, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                            num_attention_heads=4, max_position_embeddings=77, bos_token_id=1000,
+                            eos_token_id=1001, projection_dim=16, hidden_act="gelu")
+    torch.manual_seed(3)
+    hf = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config).eval()
+    tower = text_tower_from_hf(hf)
+    lengths = [2, 20, 77]
+    ids = _random_ids(lengths)[:, :77]
+    with torch.no_grad():
+        out = hf(input_ids=ids, output_hidden_states=True)
+        assert (tower.text_hidden_states(ids) - out.last_hidden_state).abs().max() <= 1e-5
+        assert (tower.text_hidden_states(ids, stop_at_layer=-1) - out.hidden_states[-2]).abs().max() <= 1e-5
+        packed = tower.packed_hidden_states([row[:n].tolist() for row, n in zip(ids, lengths)], stop_at_layer=-1)
+        for row, n in enumerate(lengths):
+            assert (packed[row] - out.hidden_states[-2][row, :n]).abs().max() <= 1e-5
+        if with_projection:
+            assert (tower.encode_text_tokens(ids) - out.text_embeds).abs().max() <= 1e-5

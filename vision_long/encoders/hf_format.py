@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from vision_long.encoders.longclip import CLIPConfig, LongCLIP, TextConfig, VisionConfig
+from vision_long.encoders.clip_text import CLIPTextTower, TextConfig
+from vision_long.encoders.longclip import CLIPConfig, LongCLIP, VisionConfig
 
 # Per-layer renames inside one transformer block: HF name -> OpenAI name (q/k/v are handled apart).
 _BLOCK_RENAMES = {
@@ -129,6 +130,40 @@ def config_from_hf(hf_config, num_merges: int | None) -> CLIPConfig:
         ),
         num_merges=num_merges,
     )
+
+
+def text_tower_from_hf(text_model) -> CLIPTextTower:
+    """Our packed-capable `CLIPTextTower` holding the weights of a transformers `CLIPTextModel`.
+
+    Works for `CLIPTextModel` (no projection; SD 1.x, SDXL's first encoder) and `CLIPTextModelWithProjection`
+    (SDXL's second encoder). Hidden states, `stop_at_layer=-1` (= `hidden_states[-2]`) and projected EOT
+    features equal the transformers model's; device and dtype follow it.
+    """
+    t = text_model.config
+    if t.hidden_act not in ("quick_gelu", "gelu"):
+        raise ValueError(f"unsupported text activation {t.hidden_act!r} (expected quick_gelu or gelu)")
+    projection = getattr(text_model, "text_projection", None)
+    config = TextConfig(
+        vocab_size=t.vocab_size,
+        context_length=t.max_position_embeddings,
+        width=t.hidden_size,
+        layers=t.num_hidden_layers,
+        heads=t.num_attention_heads,
+        mlp_ratio=t.intermediate_size / t.hidden_size,
+        act=t.hidden_act,
+        keep_positions=None,
+    )
+    tower = CLIPTextTower(config, projection.out_features if projection is not None else None)
+    # transformers 5 stores CLIPTextModel's keys without the "text_model." prefix; version 4 had it
+    state = {
+        k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v
+        for k, v in text_model.state_dict().items()
+    }
+    from vision_long.checkpoints import load_state_dict_checked
+
+    load_state_dict_checked(tower, hf_to_openai_state_dict(state), source=type(text_model).__name__)
+    weight = next(text_model.parameters())
+    return tower.to(weight.device, weight.dtype).eval()
 
 
 def hf_config_from(model: LongCLIP):

@@ -23,11 +23,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vision_long.encoders.batching import check_pixels, ids_to_lists, length_sorted_batches, preprocess_images
-from vision_long.encoders.text_transformer import ACTIVATIONS, PackedTokens, TextTransformer
-from vision_long.kernels.packing import cu_seqlens_from_lengths, position_ids
-from vision_long.tokenization import LONGCLIP_CONTEXT, CLIPTokenizer, TokenizerConfig, pad_id_lists
-
-KEEP_POSITIONS = 20  # Long-CLIP: rows 0..19 of the 77-row table are kept verbatim
+from vision_long.encoders.clip_text import KEEP_POSITIONS, CLIPTextTower, TextConfig
+from vision_long.encoders.text_transformer import ACTIVATIONS
+from vision_long.tokenization import LONGCLIP_CONTEXT, CLIPTokenizer, TokenizerConfig
 STRETCH_RATIO = 4  # Long-CLIP: the remaining rows are interpolated 4x (77 -> 4*77 - 3*20 = 248)
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP's initial temperature
 
@@ -68,20 +66,6 @@ def interpolate_positions(pe: torch.Tensor, length: int = LONGCLIP_CONTEXT) -> t
 
 
 @dataclass
-class TextConfig:
-    """Text tower hyper-parameters (OpenAI layout)."""
-
-    vocab_size: int = 49408
-    context_length: int = LONGCLIP_CONTEXT
-    width: int = 512
-    layers: int = 12
-    heads: int = 8
-    mlp_ratio: float = 4.0
-    act: str = "quick_gelu"
-    keep_positions: int | None = KEEP_POSITIONS  # None: one position table (a plain CLIP)
-
-
-@dataclass
 class VisionConfig:
     """ViT image tower hyper-parameters (OpenAI layout, built with open_clip's `VisionTransformer`)."""
 
@@ -116,29 +100,28 @@ class CLIPConfig:
         )
 
 
-class LongCLIP(nn.Module):
+class LongCLIP(CLIPTextTower):
     """CLIP with Long-CLIP's two text position tables; satisfies the `Encoder` protocol.
 
-    Differentiable building blocks: `text_hidden_states`, `encode_text_tokens`, `encode_pixels`, `forward`.
-    User-facing, no-grad, batched: `encode_text` (length-bucketed and packed, never padded to the context)
-    and `encode_image`.
+    The text tower (`CLIPTextTower`) holds the differentiable text math (`text_hidden_states`,
+    `encode_text_tokens`, packed variants); this class adds the ViT image tower (open_clip's
+    `VisionTransformer`), the temperature, the tokenizer and the user-facing, no-grad `encode_text`
+    (length-sorted and packed, never padded to the context) and `encode_image`.
     """
 
     family = "longclip"
     config_class = CLIPConfig
 
     def __init__(self, config: CLIPConfig):
-        super().__init__()
+        super().__init__(config.text, config.embed_dim)
         self.config = config
-        tc, vc = config.text, config.vision
-        self.tokenizer = CLIPTokenizer(TokenizerConfig(tc.context_length, config.num_merges))
-        if self.tokenizer.vocab_size != tc.vocab_size:
+        vc = config.vision
+        self.tokenizer = CLIPTokenizer(TokenizerConfig(config.text.context_length, config.num_merges))
+        if self.tokenizer.vocab_size != config.text.vocab_size:
             raise ValueError(
-                f"text vocab_size {tc.vocab_size} does not match the tokenizer's {self.tokenizer.vocab_size} "
-                f"(num_merges={config.num_merges})"
+                f"text vocab_size {config.text.vocab_size} does not match the tokenizer's "
+                f"{self.tokenizer.vocab_size} (num_merges={config.num_merges})"
             )
-        if tc.keep_positions is not None and not 0 <= tc.keep_positions <= tc.context_length:
-            raise ValueError(f"keep_positions must be in [0, {tc.context_length}], got {tc.keep_positions}")
         self.visual = VisionTransformer(
             image_size=vc.image_size,
             patch_size=vc.patch_size,
@@ -150,33 +133,8 @@ class LongCLIP(nn.Module):
             act_layer=ACTIVATIONS[vc.act],
             norm_layer=LayerNorm,
         )
-        self.token_embedding = nn.Embedding(tc.vocab_size, tc.width)
-        self.positional_embedding = nn.Parameter(torch.empty(tc.context_length, tc.width))
-        if tc.keep_positions is None:
-            self.positional_embedding_res = None
-        else:
-            self.positional_embedding_res = nn.Parameter(torch.empty(tc.context_length, tc.width))
-            self.positional_embedding.requires_grad_(False)  # Long-CLIP trains only the residual table
-        self.transformer = TextTransformer(tc.width, tc.layers, tc.heads, tc.mlp_ratio, tc.act)
-        self.ln_final = LayerNorm(tc.width)
-        self.text_projection = nn.Parameter(torch.empty(tc.width, config.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
-        self._init_text_parameters()
         self.preprocess = image_transform(vc.image_size, is_train=False)
-
-    def _init_text_parameters(self) -> None:
-        """CLIP's initialisation of the text tower (the vision tower initialises itself)."""
-        width = self.config.text.width
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positional_embedding, std=0.01)
-        if self.positional_embedding_res is not None:
-            self.positional_embedding_res.data.copy_(self.positional_embedding.data)
-        nn.init.normal_(self.text_projection, std=width**-0.5)
-
-    # --- properties of the Encoder protocol -------------------------------------------------------
-    @property
-    def context_length(self) -> int:
-        return self.config.text.context_length
 
     @property
     def embed_dim(self) -> int:
@@ -185,74 +143,6 @@ class LongCLIP(nn.Module):
     @property
     def image_size(self) -> int:
         return self.config.vision.image_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.token_embedding.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.token_embedding.weight.dtype
-
-    # --- differentiable math ----------------------------------------------------------------------
-    def effective_positional_embedding(self) -> torch.Tensor:
-        """The position table the text tower actually uses: Tensor[context_length, W].
-
-        `cat(positional_embedding[:keep], positional_embedding_res[keep:])` (upstream's mask1/mask2).
-        """
-        if self.positional_embedding_res is None:
-            return self.positional_embedding
-        keep = self.config.text.keep_positions
-        return torch.cat([self.positional_embedding[:keep], self.positional_embedding_res[keep:]])
-
-    def _check_ids(self, ids: torch.Tensor) -> None:
-        if ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"token ids must be an integer Tensor[N, L], got {ids.dtype} {tuple(ids.shape)}")
-        if ids.shape[1] > self.context_length:
-            raise ValueError(f"token ids are {ids.shape[1]} long but the context length is {self.context_length}")
-
-    def text_hidden_states(self, ids: torch.Tensor, stop_at_layer: int | None = None) -> torch.Tensor:
-        """Per-token hidden states after `ln_final`: LongTensor[N, L] -> Tensor[N, L, W].
-
-        Any L <= context_length: causal attention makes each position independent of what follows, so the
-        result equals the first L rows of the padded-to-context forward. `stop_at_layer=-1` gives the
-        penultimate layer's output without the final LayerNorm (what SDXL conditions on).
-        """
-        self._check_ids(ids)
-        x = self.token_embedding(ids) + self.effective_positional_embedding()[: ids.shape[1]]
-        x = self.transformer(x, stop_at_layer=stop_at_layer)
-        return x if stop_at_layer is not None else self.ln_final(x)
-
-    def encode_text_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        """Projected text features (not normalized): LongTensor[N, L] -> Tensor[N, D].
-
-        Pooled at the EOT token, found as `ids.argmax(-1)` like upstream (EOT has the largest id).
-        """
-        hidden = self.text_hidden_states(ids)
-        pooled = hidden[torch.arange(ids.shape[0], device=ids.device), ids.argmax(-1)]
-        return pooled @ self.text_projection
-
-    def encode_packed_tokens(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        """Projected text features from a packed stream: LongTensor[T] (+ cu_seqlens IntTensor[N+1]) -> Tensor[N, D].
-
-        Each sequence is `[SOT, ..., EOT]` with no padding; only real tokens are computed.
-        """
-        positions = position_ids(cu_seqlens)
-        x = self.token_embedding(ids) + self.effective_positional_embedding()[positions]
-        x = self.transformer(x, packed=PackedTokens(cu_seqlens, max_seqlen))
-        eot = cu_seqlens[1:].long() - 1
-        return self.ln_final(x[eot]) @ self.text_projection
-
-    def encode_id_lists(self, seqs: list[list[int]], packed: bool = True) -> torch.Tensor:
-        """Projected text features (not normalized, differentiable) of unpadded `[SOT, ..., EOT]` id lists.
-
-        packed=True runs one stream of real tokens; packed=False pads to the longest list. -> Tensor[N, D]
-        """
-        if not packed:
-            return self.encode_text_tokens(pad_id_lists(seqs, max(len(s) for s in seqs)).to(self.device))
-        lengths = torch.tensor([len(s) for s in seqs])
-        ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long, device=self.device)
-        return self.encode_packed_tokens(ids, cu_seqlens_from_lengths(lengths).to(self.device), int(lengths.max()))
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Projected image features (not normalized): Tensor[N, 3, H, W] -> Tensor[N, D]."""
