@@ -71,3 +71,20 @@ def test_schedule():
     assert cfg.lr_at(10) == pytest.approx(1.0)
     assert cfg.lr_at(55) == pytest.approx(0.5)
     assert cfg.lr_at(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_torchrun_two_ranks_equals_one_process_with_the_global_batch(tmp_path):
+    """Gathered negatives + averaged gradients: 2 ranks x 4 scenes train exactly like 1 process x 8 scenes."""
+    import subprocess
+    import sys
+
+    args = ["train", "clip", "--config", "shapescenes-tiny", "--steps", "2", "--warmup", "1", "--seed", "3"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vision_long.cli"]
+    done = subprocess.run([*cmd, *args, "--batch-size", "4", "--out", str(tmp_path / "ddp")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert main([*args, "--batch-size", "8", "--out", str(tmp_path / "single")]) == 0
+    ddp = load_encoder(str(tmp_path / "ddp" / "model"), stretch=False).state_dict()
+    single = load_encoder(str(tmp_path / "single" / "model"), stretch=False).state_dict()
+    for name, value in single.items():
+        assert torch.allclose(ddp[name], value, atol=1e-5), name

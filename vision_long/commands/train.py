@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vision_long.commands.common import FORMATTER
+from vision_long.distributed import is_main
 
 
 def _optim_args(p, steps: int, lr: float, warmup: int, weight_decay: float) -> None:
@@ -35,7 +36,8 @@ def cmd_train_clip(args) -> None:
     optim, data = _common(args)
     train_clip(ClipRecipe(out_dir=args.out, model=args.config, data=data, optim=optim, device=args.device,
                           resume=not args.no_resume))
-    print(f"saved the trained model to {args.out}/model")
+    if is_main():
+        print(f"saved the trained model to {args.out}/model")
 
 
 def cmd_train_longclip(args) -> None:
@@ -46,7 +48,8 @@ def cmd_train_longclip(args) -> None:
     loss = LongCLIPLoss(pca_components=args.pca_components, use_pcm=not args.no_pcm, short_weight=args.short_weight)
     train_longclip(LongCLIPRecipe(out_dir=args.out, init=args.init, positions=args.positions, loss=loss, data=data,
                                   optim=optim, device=args.device, resume=not args.no_resume))
-    print(f"saved the fine-tuned Long-CLIP to {args.out}/model")
+    if is_main():
+        print(f"saved the fine-tuned Long-CLIP to {args.out}/model")
 
 
 def register(sub) -> None:
