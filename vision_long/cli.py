@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vision_long.checkpoints import CheckpointError
-from vision_long.commands import evaluate, models, quickstart, train
+from vision_long.commands import evaluate, generate, models, quickstart, train
 from vision_long.commands.common import FORMATTER, CLIError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.register(sub)
     train.register(sub)
     evaluate.register(sub)
+    generate.register(sub)
     return parser
 
 
