@@ -203,15 +203,25 @@ def test_empty_text_is_start_token_then_pad_star(sd15):
     assert torch.allclose(embeds[0, 1:], pad_embedding(te, tok).expand(239, -1))
 
 
-def test_all_segments_in_one_encoder_call(sd15):
+def test_all_segments_in_one_encoder_call(sd15, monkeypatch):
+    from vision_long.encoders.clip_text import CLIPTextTower
+
     te, tok = sd15.text_encoder, sd15.tokenizer
     texts = ["A cat. A dog. A bird.", "A star. A grid.", ""]
     pad_embedding(te, tok)  # warm the pad* cache
     calls = []
-    handle = te.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    handle = te.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     try:
         with torch.no_grad():
-            encode_segments(te, tok, texts)
+            encode_segments(te, tok, texts, options=SegmentOptions(packed=False))
     finally:
         handle.remove()
-    assert len(calls) == 1 and calls[0][0] == 3 + 2 + 1
+    assert calls == [3 + 2 + 1]
+
+    packed_calls = []
+    original = CLIPTextTower.packed_states
+    monkeypatch.setattr(CLIPTextTower, "packed_states",
+                        lambda self, seqs, *a, **k: packed_calls.append(len(seqs)) or original(self, seqs, *a, **k))
+    with torch.no_grad():
+        encode_segments(te, tok, texts)
+    assert packed_calls == [3 + 2 + 1]

@@ -57,12 +57,13 @@ def test_packed_hidden_states_equal_padded_rows(model):
     lengths = [2, 9, 77, 130, 248]
     ids = _random_ids(lengths)
     seqs = [row[:n].tolist() for row, n in zip(ids, lengths)]
-    for stop in (None, -1):
+    for stop, layer, norm in ((None, -1, True), (-1, -2, False)):
         padded = model.text_hidden_states(ids, stop_at_layer=stop).detach()
-        packed = model.packed_hidden_states(seqs, stop_at_layer=stop)
+        packed, pooled = model.packed_states(seqs, hidden_layer=layer, final_norm=norm)
         for row, (n, hidden) in enumerate(zip(lengths, packed)):
             assert hidden.shape == (n, 64)
             assert (hidden - padded[row, :n]).abs().max() <= 1e-5
+        assert (pooled - model.encode_text_tokens(ids)).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("with_projection", [False, True])
@@ -83,8 +84,12 @@ def test_text_tower_from_transformers(with_projection):
         out = hf(input_ids=ids, output_hidden_states=True)
         assert (tower.text_hidden_states(ids) - out.last_hidden_state).abs().max() <= 1e-5
         assert (tower.text_hidden_states(ids, stop_at_layer=-1) - out.hidden_states[-2]).abs().max() <= 1e-5
-        packed = tower.packed_hidden_states([row[:n].tolist() for row, n in zip(ids, lengths)], stop_at_layer=-1)
-        for row, n in enumerate(lengths):
-            assert (packed[row] - out.hidden_states[-2][row, :n]).abs().max() <= 1e-5
+        seqs = [row[:n].tolist() for row, n in zip(ids, lengths)]
+        for layer in (-2, -1, 0):
+            packed, pooled = tower.packed_states(seqs, hidden_layer=layer, final_norm=False)
+            for row, n in enumerate(lengths):
+                assert (packed[row] - out.hidden_states[layer][row, :n]).abs().max() <= 1e-5
+        reference = out.text_embeds if with_projection else out.pooler_output
+        assert (pooled - reference).abs().max() <= 1e-5
         if with_projection:
             assert (tower.encode_text_tokens(ids) - out.text_embeds).abs().max() <= 1e-5

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
+from vision_long.encoders.clip_text import CLIPTextTower
+from vision_long.encoders.hf_format import text_tower_from_hf
+
 SEGMENT_CONTEXT = 77  # CLIP: each segment is encoded on its own within 77 positions
 SEGMENT_TOKENS = SEGMENT_CONTEXT - 2  # content tokens that fit beside the start and end tokens
 MERGED_TOKENS = 240  # LongAlign `token_length`: rows of the merged conditioning
@@ -51,11 +54,14 @@ class SegmentOptions:
     split_mode: "fixed" (default) or "upstream" (LongAlign's splitter, quirks included).
     max_tokens: rows of the merged conditioning (LongAlign: 240).
     first_start_only: keep only the first segment's start token (upstream keeps one per segment).
+    packed: run the segments as one packed stream of real tokens (`kernels.varlen_attention`) instead of a
+        batch padded to the longest segment; the results are equal, the packed path skips the padding.
     """
 
     split_mode: str = "fixed"
     max_tokens: int = MERGED_TOKENS
     first_start_only: bool = False
+    packed: bool = True
 
 
 def _has_word(text: str) -> bool:
@@ -233,6 +239,38 @@ def encode_segment_hidden_states(
     return SegmentStates(hidden=hidden, lengths=batch.attention_mask.sum(-1).cpu(), pooled=pooled)
 
 
+_TOWER_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def packed_text_tower(text_encoder) -> CLIPTextTower:
+    """The encoder's weights as a packed-capable `CLIPTextTower`, cached per encoder, device, dtype and weights version."""
+    param = next(text_encoder.parameters())
+    key = (param.device, param.dtype, sum(p._version for p in text_encoder.parameters()))
+    cached = _TOWER_CACHE.get(text_encoder)
+    if cached is None or cached[0] != key:
+        cached = (key, text_tower_from_hf(text_encoder))
+        _TOWER_CACHE[text_encoder] = cached
+    return cached[1]
+
+
+def encode_segment_hidden_states_packed(
+    text_encoder, tokenizer, segments: list[str], layer: HiddenLayer = HiddenLayer()
+) -> SegmentStates:
+    """`encode_segment_hidden_states` computed on real tokens only: the segments run as one packed stream.
+
+    Same result (rows past each segment's length are zeros instead of padding states, and merging never
+    reads them). The tower holds a copy of the weights, so no gradient reaches `text_encoder`: `encode_segments`
+    uses the padded path when the encoder is being trained.
+    """
+    ids = tokenizer(segments, max_length=SEGMENT_CONTEXT, truncation=True, verbose=False).input_ids
+    hidden, pooled = packed_text_tower(text_encoder).packed_states(ids, layer.index, layer.final_norm)
+    return SegmentStates(
+        hidden=torch.nn.utils.rnn.pad_sequence(hidden, batch_first=True),
+        lengths=torch.tensor([len(x) for x in ids]),
+        pooled=pooled,
+    )
+
+
 _PAD_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
@@ -303,7 +341,10 @@ def encode_segments(
     """
     count = token_counter(tokenizer)
     per_text = [split_segments(t, options.split_mode, count) or [""] for t in texts]
-    states = encode_segment_hidden_states(text_encoder, tokenizer, [s for segs in per_text for s in segs], layer)
+    training_encoder = torch.is_grad_enabled() and any(p.requires_grad for p in text_encoder.parameters())
+    packed = options.packed and not training_encoder
+    encode = encode_segment_hidden_states_packed if packed else encode_segment_hidden_states
+    states = encode(text_encoder, tokenizer, [s for segs in per_text for s in segs], layer)
     pad = pad_embedding(text_encoder, tokenizer, layer)
     counts = [len(segs) for segs in per_text]
     embeds = merge_segments(states, counts, pad, options.max_tokens, options.first_start_only)

@@ -130,18 +130,36 @@ class CLIPTextTower(nn.Module):
         eot = cu_seqlens[1:].long() - 1
         return self.ln_final(x[eot]) @ self.text_projection
 
-    def packed_hidden_states(self, seqs: list[list[int]], stop_at_layer: int | None = None) -> list[torch.Tensor]:
-        """Per-token hidden states of unpadded id lists, computed packed: one Tensor[L_i, W] per list.
+    def packed_states(
+        self, seqs: list[list[int]], hidden_layer: int = -1, final_norm: bool = True
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Hidden states and pooled features of unpadded `[SOT, ..., EOT]` id lists, computed packed.
 
-        Equal to the rows of `text_hidden_states` on the padded batch (same `stop_at_layer` semantics).
+        hidden_layer indexes the states like transformers' `hidden_states` (0 = embeddings, -1 = after the
+        last block, -2 = the penultimate, SDXL's choice); `final_norm` applies `ln_final` to them.
+        Returns one Tensor[L_i, W] per list, equal to the rows of the padded forward, and the pooled
+        Tensor[S, D] (`ln_final` of the last block at EOT, projected when the tower has a projection: what
+        transformers calls `text_embeds`, or `pooler_output` without a projection).
         """
+        blocks = self.transformer.resblocks
+        keep_after = len(blocks) + 1 + hidden_layer if hidden_layer < 0 else hidden_layer
+        if not 0 <= keep_after <= len(blocks):
+            raise ValueError(f"hidden_layer {hidden_layer} is out of range for {len(blocks)} blocks")
         lengths = torch.tensor([len(s) for s in seqs])
         ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long, device=self.device)
         cu_seqlens = cu_seqlens_from_lengths(lengths).to(self.device)
+        packed = PackedTokens(cu_seqlens, int(lengths.max()))
         x = self.token_embedding(ids) + self.effective_positional_embedding()[position_ids(cu_seqlens)]
-        x = self.transformer(x, packed=PackedTokens(cu_seqlens, int(lengths.max())), stop_at_layer=stop_at_layer)
-        x = x if stop_at_layer is not None else self.ln_final(x)
-        return list(x.split(lengths.tolist()))
+        chosen = x
+        for i, block in enumerate(blocks, 1):
+            x = block(x, packed)
+            if i == keep_after:
+                chosen = x
+        pooled = self.ln_final(x[cu_seqlens[1:].long() - 1])
+        if self.text_projection is not None:
+            pooled = pooled @ self.text_projection
+        chosen = self.ln_final(chosen) if final_norm else chosen
+        return list(chosen.split(lengths.tolist())), pooled
 
     def encode_id_lists(self, seqs: list[list[int]], packed: bool = True) -> torch.Tensor:
         """Projected text features (not normalized, differentiable) of unpadded `[SOT, ..., EOT]` id lists.
