@@ -14,7 +14,7 @@ def cmd_eval(args) -> None:
 
     results = {}
     for spec in args.model:
-        model = load_model(spec, args.device)
+        model = load_model(spec, args.device, stretch=not args.no_stretch)
         result = evaluate_long_retrieval(model, n=args.n, seed=args.seed, grid=args.grid,
                                          batch_size=args.batch_size, progress=not args.json)
         result.metrics["model"] = spec
@@ -49,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--grid", type=int, default=3, help="grid size of the scenes (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-stretch", action="store_true", help="evaluate 77-token checkpoints as they are (no stretching)")
     p.add_argument("--json", action="store_true", help="print one JSON object per model")
     p.add_argument("--plot", metavar="PNG", help="write a plot of R@1 against caption length")
     p.set_defaults(func=cmd_eval)

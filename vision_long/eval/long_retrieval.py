@@ -67,18 +67,19 @@ def evaluate_long_retrieval(
     sim = cosine_similarity_matrix(long_emb, image_emb)
     own = sim.diagonal().unsqueeze(1)
     hits = ((sim >= own).sum(1) == 1).tolist()  # strictly best: the same tie rule as the metrics
+    hard = group_t2i_r1(hard_text, hard_image, index_groups) if groups else float("nan")
     metrics = {
-        "t2i_r1_long": long_metrics["t2i_r1"],
-        "i2t_r1_long": long_metrics["i2t_r1"],
-        "t2i_r1_short": short_metrics["t2i_r1"],
-        "i2t_r1_short": short_metrics["i2t_r1"],
-        "t2i_r1_hard": group_t2i_r1(hard_text, hard_image, index_groups) if groups else float("nan"),
+        "t2i_r1_long": round(long_metrics["t2i_r1"], 4),
+        "i2t_r1_long": round(long_metrics["i2t_r1"], 4),
+        "t2i_r1_short": round(short_metrics["t2i_r1"], 4),
+        "i2t_r1_short": round(short_metrics["i2t_r1"], 4),
+        "t2i_r1_hard": round(hard, 4),
         "n": n,
         "n_hard_groups": len(groups),
         "grid": grid,
         "seed": seed,
         "context_length": model.context_length,
-        "truncated_long": sum(t > model.context_length for t in tokens) / max(1, n),
+        "truncated_long": round(sum(t > model.context_length for t in tokens) / max(1, n), 4),
         "seconds": round(time.perf_counter() - start, 1),
     }
     return LongRetrievalResult(metrics, tokens, hits)
