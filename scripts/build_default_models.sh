@@ -9,7 +9,7 @@ RUN=${1:-runs/default}
 start=$(date +%s)
 vision-long train clip --config shapescenes-small --steps 1500 --batch-size 64 --lr 1e-3 --warmup 100 \
     --seed 0 --out "$RUN/clip77"
-vision-long train longclip --init "$RUN/clip77/model" --steps 600 --batch-size 64 --lr 2e-4 --warmup 50 \
+vision-long train longclip --init "$RUN/clip77/model" --steps 400 --batch-size 64 --lr 2e-4 --warmup 50 --hard-fraction 0.5 \
     --seed 1 --out "$RUN/longclip"
 vision-long convert "$RUN/clip77/model" vision_long/assets/clip77-shapescenes --no-stretch --dtype fp16 --force
 vision-long convert "$RUN/longclip/model" vision_long/assets/longclip-shapescenes --dtype fp16 --force

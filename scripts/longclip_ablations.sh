@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/default}
-common=(--init "$RUN/clip77/model" --steps 600 --batch-size 64 --lr 2e-4 --warmup 50 --seed 1)
+common=(--init "$RUN/clip77/model" --steps 400 --batch-size 64 --lr 2e-4 --warmup 50 --hard-fraction 0.5 --seed 1)
 vision-long train longclip "${common[@]}" --positions interpolate --out "$RUN/longclip-interpolate"
 vision-long train longclip "${common[@]}" --no-pcm --out "$RUN/longclip-no-pcm"

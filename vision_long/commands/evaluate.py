@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+from vision_long.commands.benchmark_eval import BENCHMARK_SUITES, add_suites, run_suite
 from vision_long.commands.common import FORMATTER, MODEL_HELP, load_model
 
-SUITES = ("long-retrieval",)
+SUITES = ("long-retrieval", *BENCHMARK_SUITES)
 
 
 def cmd_eval(args) -> None:
+    if args.suite in BENCHMARK_SUITES:
+        return run_suite(args)
     from vision_long.eval.long_retrieval import evaluate_long_retrieval, plot_recall_by_length
 
     results = {}
@@ -40,7 +43,8 @@ def register(sub) -> None:
         "                  context), short captions (first sentence), and hard-negative groups that differ\n"
         "                  only after token 77. Evaluation seeds never overlap training seeds.",
         epilog="examples:\n  vision-long eval --suite long-retrieval --model default --json\n"
-        "  vision-long eval --suite long-retrieval --model default-77 default --plot recall.png",
+        "  vision-long eval --suite long-retrieval --model default-77 default --plot recall.png\n"
+        "  vision-long eval --suite urban1k --data data/Urban1k --model longclip:longclip-L.pt --compare",
     )
     p.add_argument("--suite", choices=SUITES, required=True)
     p.add_argument("--model", nargs="+", default=["default"], help=MODEL_HELP.replace("model spec", "one or more model specs"))
@@ -51,5 +55,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-stretch", action="store_true", help="evaluate 77-token checkpoints as they are (no stretching)")
     p.add_argument("--json", action="store_true", help="print one JSON object per model")
-    p.add_argument("--plot", metavar="PNG", help="write a plot of R@1 against caption length")
+    p.add_argument("--plot", metavar="PNG", help="long-retrieval: R@1 against caption length; public suites: "
+                   "our numbers beside the published ones")
+    add_suites(p)
     p.set_defaults(func=cmd_eval)

@@ -6,7 +6,7 @@ from vision_long.commands.common import FORMATTER
 from vision_long.distributed import is_main
 
 
-def _optim_args(p, steps: int, lr: float, warmup: int, weight_decay: float) -> None:
+def _optim_args(p, steps: int, lr: float, warmup: int, weight_decay: float, hard_fraction: float) -> None:
     p.add_argument("--steps", type=int, default=steps, help="optimizer steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="scenes per step per process (default: %(default)s)")
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default: %(default)s)")
@@ -14,6 +14,8 @@ def _optim_args(p, steps: int, lr: float, warmup: int, weight_decay: float) -> N
     p.add_argument("--weight-decay", type=float, default=weight_decay, help="AdamW weight decay (default: %(default)s)")
     p.add_argument("--grids", type=int, nargs="+", default=[3], help="grid sizes to train on (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="run seed: initialisation and scene order (default: 0)")
+    p.add_argument("--hard-fraction", type=float, default=hard_fraction,
+                   help="share of each batch made of hard-negative groups of 4 (default: %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
@@ -26,7 +28,7 @@ def _common(args):
 
     optim = OptimConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
                         checkpoint_every=args.checkpoint_every)
-    data = SceneData(grids=tuple(args.grids), batch_size=args.batch_size, seed=args.seed)
+    data = SceneData(grids=tuple(args.grids), batch_size=args.batch_size, seed=args.seed, hard_fraction=args.hard_fraction)
     return optim, data
 
 
@@ -67,7 +69,7 @@ def register(sub) -> None:
         epilog="example:\n  vision-long train clip --out runs/clip77 --steps 3000",
     )
     clip.add_argument("--config", default="shapescenes-small", help="architecture name or JSON file (default: %(default)s)")
-    _optim_args(clip, steps=3000, lr=1e-3, warmup=200, weight_decay=0.1)
+    _optim_args(clip, steps=1500, lr=1e-3, warmup=100, weight_decay=0.1, hard_fraction=0.0)
     clip.set_defaults(func=cmd_train_clip)
 
     long = recipes.add_parser(
@@ -86,5 +88,5 @@ def register(sub) -> None:
     long.add_argument("--no-pcm", action="store_true", help="ablation: match short captions to full image features")
     long.add_argument("--pca-components", type=int, default=32, help="k of primary-component matching (default: 32)")
     long.add_argument("--short-weight", type=float, default=1.0, help="weight of L_short (default: 1.0)")
-    _optim_args(long, steps=1500, lr=2e-4, warmup=100, weight_decay=0.01)
+    _optim_args(long, steps=400, lr=2e-4, warmup=50, weight_decay=0.01, hard_fraction=0.5)
     long.set_defaults(func=cmd_train_longclip)

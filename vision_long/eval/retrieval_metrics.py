@@ -16,7 +16,7 @@ from torch import Tensor
 DEFAULT_KS = (1, 5, 10)
 
 
-def _hits(sim: Tensor, positives: Tensor, k: int) -> Tensor:
+def hits_at_k(sim: Tensor, positives: Tensor, k: int) -> Tensor:
     """BoolTensor[Nq]: whether a positive of each query is in its top `k` under the tie rule.
 
     sim: Tensor[Nq, Nc]; positives: BoolTensor[Nq, Nc] with at least one True per row.
@@ -61,7 +61,7 @@ def recall_at_k(sim: Tensor, k: int = 1, targets: Tensor | None = None) -> float
     if targets.shape != (num_queries,):
         raise ValueError(f"targets must be LongTensor[{num_queries}], got shape {tuple(targets.shape)}")
     positives = F.one_hot(targets.long(), num_candidates).bool()
-    return _hits(sim, positives, k).float().mean().item()
+    return hits_at_k(sim, positives, k).float().mean().item()
 
 
 def retrieval_metrics(text_emb: Tensor, image_emb: Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
@@ -91,8 +91,8 @@ def retrieval_metrics_multi(
         raise ValueError("every image needs at least one caption in text_to_image")
     out = {}
     for k in ks:
-        out[f"t2i_r{k}"] = _hits(sim, caption_of, k).float().mean().item()
-        out[f"i2t_r{k}"] = _hits(sim.T, caption_of.T, k).float().mean().item()
+        out[f"t2i_r{k}"] = hits_at_k(sim, caption_of, k).float().mean().item()
+        out[f"i2t_r{k}"] = hits_at_k(sim.T, caption_of.T, k).float().mean().item()
     return out
 
 
@@ -111,7 +111,7 @@ def group_t2i_r1(text_emb: Tensor, image_emb: Tensor, groups: Sequence[Sequence[
         if len(group) < 2 or len(set(group)) != len(group):
             raise ValueError(f"a group needs at least 2 distinct indices, got {list(group)}")
         index = torch.as_tensor(list(group), device=sim.device)
-        hits.append(_hits(sim[index][:, index], torch.eye(len(group), dtype=torch.bool, device=sim.device), 1))
+        hits.append(hits_at_k(sim[index][:, index], torch.eye(len(group), dtype=torch.bool, device=sim.device), 1))
     if not hits:
         raise ValueError("groups is empty")
     return torch.cat(hits).float().mean().item()

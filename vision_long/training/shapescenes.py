@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from vision_long.data.scenes import TRAIN_SEEDS, random_scene
+from vision_long.data.scenes import TRAIN_SEEDS, hard_negative_group, random_scene
 from vision_long.distributed import init_from_env, rank, world_size
 from vision_long.encoders.loading import load_encoder
 from vision_long.encoders.longclip import LongCLIP
@@ -23,17 +23,25 @@ from vision_long.encoders.longclip_loss import LongCLIPLoss, clip_loss
 from vision_long.encoders.model_configs import model_config
 from vision_long.training.trainer import OptimConfig, train
 
+HARD_GROUP_SIZE = 4
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps its temperature at 100
 LONGCLIP_LOGIT_SCALE = math.log(100)  # Long-CLIP re-initialises it to 100 (and does not clamp)
 
 
 @dataclass
 class SceneData:
-    """Which scenes a run sees: grid sizes drawn uniformly from `grids`, seeds from the training range."""
+    """Which scenes a run sees: grid sizes drawn uniformly from `grids`, seeds from the training range.
+
+    `hard_fraction` of each batch is made of hard-negative groups of 4 (scenes that differ only in one object
+    described after token 77). Random scenes differ in their first objects already, so without such groups a
+    contrastive batch never asks a model to read past the first sentences. A 77-token model cannot use them
+    (their truncated captions are identical), so they only help a model that reads long text.
+    """
 
     grids: tuple[int, ...] = (3,)
     batch_size: int = 64  # per rank
     seed: int = 0
+    hard_fraction: float = 0.0
 
     def batch(self, step: int, image_size: int) -> tuple[list, list[str], list[str]]:
         """Images (PIL), long captions and short captions of this rank's batch at `step`.
@@ -42,11 +50,20 @@ class SceneData:
         resumed run sees exactly the scenes it would have seen.
         """
         first = (self.seed * 1_000_003 + (step * world_size() + rank()) * self.batch_size) % len(TRAIN_SEEDS)
+        groups = int(self.batch_size * self.hard_fraction) // HARD_GROUP_SIZE
         scenes = [
-            random_scene(TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)], grid=self.grids[(first + i) % len(self.grids)])
-            for i in range(self.batch_size)
+            scene
+            for g in range(groups)
+            for scene in hard_negative_group(TRAIN_SEEDS[(first + g) % len(TRAIN_SEEDS)], self._grid(first + g))
+        ]
+        scenes += [
+            random_scene(TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)], grid=self._grid(first + i))
+            for i in range(groups, self.batch_size - len(scenes) + groups)
         ]
         return [s.render(image_size) for s in scenes], [s.caption() for s in scenes], [s.short_caption() for s in scenes]
+
+    def _grid(self, index: int) -> int:
+        return self.grids[index % len(self.grids)]
 
 
 def _pixels(model: LongCLIP, images: list) -> torch.Tensor:
