@@ -31,9 +31,10 @@ def main() -> None:
 
     models = {
         "77-token CLIP (default-77)": "default-77",
-        "Long-CLIP: kept positions + PCM (default)": "default",
-        "ablation: naive interpolation + PCM": f"{args.runs}/longclip-interpolate/model",
-        "ablation: kept positions, no PCM": f"{args.runs}/longclip-no-pcm/model",
+        "Long-CLIP: kept positions + PCM, 400 steps (default)": "default",
+        "ablation, 150 steps: kept positions + PCM": f"{args.runs}/ablate-kps-pcm/model",
+        "ablation, 150 steps: naive interpolation + PCM": f"{args.runs}/ablate-interpolate/model",
+        "ablation, 150 steps: kept positions, no PCM": f"{args.runs}/ablate-no-pcm/model",
     }
     results = {}
     for name, spec in models.items():
@@ -49,7 +50,7 @@ def main() -> None:
     for name, r in results.items():
         rows.append(f"| {name} | " + " | ".join(f"{100 * r.metrics[k]:.1f}" for k in keys) + " |")
     base = results["77-token CLIP (default-77)"].metrics
-    long = results["Long-CLIP: kept positions + PCM (default)"].metrics
+    long = results["Long-CLIP: kept positions + PCM, 400 steps (default)"].metrics
     hard_gain = 100 * (long["t2i_r1_hard"] - base["t2i_r1_hard"])
     short_t2i = 100 * (long["t2i_r1_short"] - base["t2i_r1_short"])
     short_i2t = 100 * (long["i2t_r1_short"] - base["i2t_r1_short"])
@@ -60,10 +61,26 @@ def main() -> None:
         f"(c) short-caption R@1 change: T2I {short_t2i:+.1f}, I2T {short_i2t:+.1f} points "
         f"({'within' if max(abs(short_t2i), abs(short_i2t)) <= 3 else 'outside'} 3 points).",
     ]
+    arms = {k.split(": ", 1)[1]: r.metrics for k, r in results.items() if k.startswith("ablation")}
+    if len(arms) == 3:
+        full, naive, no_pcm = (arms[k] for k in ("kept positions + PCM", "naive interpolation + PCM",
+                                                 "kept positions, no PCM"))
+
+        def fmt(m):
+            return f"long T2I {100 * m['t2i_r1_long']:.1f}, hard {100 * m['t2i_r1_hard']:.1f}, short T2I {100 * m['t2i_r1_short']:.1f}"
+
+        kept_wins = full["t2i_r1_long"] >= naive["t2i_r1_long"] and full["t2i_r1_hard"] >= naive["t2i_r1_hard"]
+        pcm_wins = full["t2i_r1_short"] >= no_pcm["t2i_r1_short"]
+        claims.append(
+            f"(d) ablation at 150 steps: kept positions + PCM ({fmt(full)}); naive interpolation ({fmt(naive)}); "
+            f"no PCM ({fmt(no_pcm)}). Kept positions beat naive interpolation on long and hard retrieval: "
+            f"{'yes' if kept_wins else 'no'}; PCM helps short-caption retrieval: {'yes' if pcm_wins else 'no'}."
+        )
     body = f"""## Long-CLIP on ShapeScenes (ShapeScenes issue)
 
 Command: `python -m benchmarks.longclip_shapescenes --runs {args.runs} --n {args.n} --seed {args.seed} --grid {args.grid} --write`
-(models from `bash scripts/build_default_models.sh {args.runs}` and `bash scripts/longclip_ablations.sh {args.runs}`)
+(models from `bash scripts/build_default_models.sh {args.runs}` and `bash scripts/longclip_ablations.sh {args.runs}`;
+the shipped `default`/`default-77` are those runs stored in fp16)
 Evaluation: {args.n} scenes of {args.grid}x{args.grid} from the evaluation seed range, {args.n // 4} hard-negative groups of 4; R@1 in %.
 
 {chr(10).join(rows)}
