@@ -59,7 +59,6 @@ def test_convert_and_info(ckpt, tmp_path, capsys):
         (["embed", "--model", "MODEL", "--image", "missing.png", "--out", "x.npy"], "no such image file"),
         (["embed", "--model", "MODEL", "--text", "word " * 300, "--out", "x.npy"], "pass truncate=True"),
         (["embed", "--model", "nope.pt", "--text", "x", "--out", "x.npy"], "not a known spec"),
-        (["info", "default"], "not installed"),
     ],
 )
 def test_errors_are_one_line(ckpt, tmp_path, capsys, argv, message, monkeypatch):

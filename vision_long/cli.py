@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vision_long.checkpoints import CheckpointError
-from vision_long.commands import evaluate, generate, models, quickstart, train
+from vision_long.commands import evaluate, generate, models, quickstart, retrieval, train
 from vision_long.commands.common import FORMATTER, CLIError
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     evaluate.register(sub)
     generate.register(sub)
+    retrieval.register(sub)
     return parser
 
 
