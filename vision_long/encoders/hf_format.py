@@ -99,26 +99,35 @@ def openai_to_hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
+def _check_hf_tower(name: str, cfg) -> None:
+    if cfg.hidden_act not in ("quick_gelu", "gelu"):
+        raise ValueError(f"unsupported {name} activation {cfg.hidden_act!r} (expected quick_gelu or gelu)")
+    if abs(cfg.layer_norm_eps - 1e-5) > 1e-12:
+        raise ValueError(f"unsupported {name} layer_norm_eps {cfg.layer_norm_eps} (CLIP uses 1e-5)")
+
+
+def _text_config_from_hf(t) -> TextConfig:
+    """Our `TextConfig` (one position table) from a transformers `CLIPTextConfig`."""
+    _check_hf_tower("text", t)
+    return TextConfig(
+        vocab_size=t.vocab_size,
+        context_length=t.max_position_embeddings,
+        width=t.hidden_size,
+        layers=t.num_hidden_layers,
+        heads=t.num_attention_heads,
+        mlp_ratio=t.intermediate_size / t.hidden_size,
+        act=t.hidden_act,
+        keep_positions=None,
+    )
+
+
 def config_from_hf(hf_config, num_merges: int | None) -> CLIPConfig:
     """Our `CLIPConfig` (one position table) from a transformers `CLIPConfig`."""
-    t, v = hf_config.text_config, hf_config.vision_config
-    for name, cfg in (("text", t), ("vision", v)):
-        if cfg.hidden_act not in ("quick_gelu", "gelu"):
-            raise ValueError(f"unsupported {name} activation {cfg.hidden_act!r} (expected quick_gelu or gelu)")
-        if abs(cfg.layer_norm_eps - 1e-5) > 1e-12:
-            raise ValueError(f"unsupported {name} layer_norm_eps {cfg.layer_norm_eps} (CLIP uses 1e-5)")
+    v = hf_config.vision_config
+    _check_hf_tower("vision", v)
     return CLIPConfig(
         embed_dim=hf_config.projection_dim,
-        text=TextConfig(
-            vocab_size=t.vocab_size,
-            context_length=t.max_position_embeddings,
-            width=t.hidden_size,
-            layers=t.num_hidden_layers,
-            heads=t.num_attention_heads,
-            mlp_ratio=t.intermediate_size / t.hidden_size,
-            act=t.hidden_act,
-            keep_positions=None,
-        ),
+        text=_text_config_from_hf(hf_config.text_config),
         vision=VisionConfig(
             image_size=v.image_size,
             patch_size=v.patch_size,
@@ -139,20 +148,8 @@ def text_tower_from_hf(text_model) -> CLIPTextTower:
     (SDXL's second encoder). Hidden states, `stop_at_layer=-1` (= `hidden_states[-2]`) and projected EOT
     features equal the transformers model's; device and dtype follow it.
     """
-    t = text_model.config
-    if t.hidden_act not in ("quick_gelu", "gelu"):
-        raise ValueError(f"unsupported text activation {t.hidden_act!r} (expected quick_gelu or gelu)")
     projection = getattr(text_model, "text_projection", None)
-    config = TextConfig(
-        vocab_size=t.vocab_size,
-        context_length=t.max_position_embeddings,
-        width=t.hidden_size,
-        layers=t.num_hidden_layers,
-        heads=t.num_attention_heads,
-        mlp_ratio=t.intermediate_size / t.hidden_size,
-        act=t.hidden_act,
-        keep_positions=None,
-    )
+    config = _text_config_from_hf(text_model.config)
     tower = CLIPTextTower(config, projection.out_features if projection is not None else None)
     # transformers 5 stores CLIPTextModel's keys without the "text_model." prefix; version 4 had it
     state = {
