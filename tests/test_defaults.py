@@ -1,0 +1,35 @@
+"""The embedded default models load offline, and the README's main job runs on them."""
+
+import pytest
+
+from vision_long import load_encoder
+from vision_long.cli import main
+
+
+@pytest.fixture(scope="module")
+def default():
+    return load_encoder("default")
+
+
+def test_default_models_load_offline(default):
+    assert default.family == "longclip" and default.context_length == 248
+    assert default.config.text.keep_positions == 20
+    base = load_encoder("default-77")
+    assert base.context_length == 77
+    text = "In the top-left cell there is a large red circle. " * 12  # about 150 tokens
+    assert default.encode_text([text]).shape == (1, default.embed_dim)
+    with pytest.raises(ValueError, match="context length is 77"):
+        base.encode_text([text])
+
+
+def test_quickstart_main_job(tmp_path, capsys):
+    out = tmp_path / "quickstart.png"
+    assert main(["quickstart", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "The deciding sentence comes after token 77" in printed
+    assert "default: " in printed and "default-77: " in printed
+    assert printed.count("<- the query's image") == 2  # both rankings list the query's image in their top 5
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.size[0] >= 400 and image.getextrema() != ((255, 255),) * 3
