@@ -59,7 +59,8 @@ def main() -> None:
         f"its truncated text is identical within a group.",
         f"(b) Long-CLIP gain on hard negatives: {hard_gain:+.1f} points ({'meets' if hard_gain >= 25 else 'misses'} >= 25).",
         f"(c) short-caption R@1 change: T2I {short_t2i:+.1f}, I2T {short_i2t:+.1f} points "
-        f"({'within' if max(abs(short_t2i), abs(short_i2t)) <= 3 else 'outside'} 3 points).",
+        f"({'no drop of more than 3 points' if min(short_t2i, short_i2t) >= -3 else 'a drop of more than 3 points'}; "
+        f"within 3 points either way: {'yes' if max(abs(short_t2i), abs(short_i2t)) <= 3 else 'no'}).",
     ]
     arms = {k.split(": ", 1)[1]: r.metrics for k, r in results.items() if k.startswith("ablation")}
     if len(arms) == 3:
