@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
 
+from benchmarks.results import best_of, machine, update_section
 from vision_long.data.scenes import EVAL_SEED_OFFSET, random_scene
 from vision_long.diffusion.segments import (
     HiddenLayer,
@@ -44,14 +44,6 @@ def upstream_padded(encoder, tokenizer, segments):
     return encoder(ids).last_hidden_state
 
 
-def timed(fn, repeats):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,13 +64,12 @@ def main() -> None:
     with torch.inference_mode():
         encode_segment_hidden_states_packed(encoder, tokenizer, segments[:4], layer)  # warm-up, builds the tower
         upstream_padded(encoder, tokenizer, segments[:4])
-        t_up, ref = timed(lambda: upstream_padded(encoder, tokenizer, segments), args.repeats)
-        t_long, longest = timed(lambda: encode_segment_hidden_states(encoder, tokenizer, segments, layer), args.repeats)
-        t_pack, packed = timed(lambda: encode_segment_hidden_states_packed(encoder, tokenizer, segments, layer), args.repeats)
+        t_up, ref = best_of(lambda: upstream_padded(encoder, tokenizer, segments), args.repeats)
+        t_long, longest = best_of(lambda: encode_segment_hidden_states(encoder, tokenizer, segments, layer), args.repeats)
+        t_pack, packed = best_of(lambda: encode_segment_hidden_states_packed(encoder, tokenizer, segments, layer), args.repeats)
     diff = max((packed.hidden[i, :n] - ref[i, :n]).abs().max().item() for i, n in enumerate(lengths))
     diff_longest = max((longest.hidden[i, :n] - ref[i, :n]).abs().max().item() for i, n in enumerate(lengths))
 
-    from benchmarks.results import machine, update_section
 
     body = f"""## LongAlign segment encoding: packed vs padded (packed-attention issue)
 

@@ -1,10 +1,11 @@
-"""Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections as they are."""
+"""Shared by the benchmark scripts: best-of-N timing and writing one section of benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import time
 from pathlib import Path
 
 import torch
@@ -17,6 +18,16 @@ def machine() -> str:
     """One line describing where the numbers were measured."""
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     return f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}"
+
+
+def best_of(fn, repeats: int):
+    """(fastest wall time in seconds over `repeats` calls of `fn`, the last call's result)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
 
 
 def update_section(name: str, body: str) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 
 import open_clip
 import torch
+
+from benchmarks.results import best_of, machine, update_section
 
 from vision_long.encoders.longclip import CLIPConfig, LongCLIP, TextConfig, VisionConfig
 
@@ -73,14 +74,6 @@ def run_baseline(baseline, texts: list[str], batch_size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def timed(fn, repeats: int):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,16 +92,15 @@ def main() -> None:
     # warm-up both paths once (thread pools, allocator), then best-of-N
     run_baseline(baseline, texts[: args.batch_size], args.batch_size)
     ours.encode_text(texts[: args.batch_size], normalize=False, batch_size=args.batch_size)
-    t_base, ref = timed(lambda: run_baseline(baseline, texts, args.batch_size), args.repeats)
-    t_bucket, bucketed = timed(
+    t_base, ref = best_of(lambda: run_baseline(baseline, texts, args.batch_size), args.repeats)
+    t_bucket, bucketed = best_of(
         lambda: ours.encode_text(texts, normalize=False, batch_size=args.batch_size, packed=False), args.repeats
     )
-    t_ours, got = timed(lambda: ours.encode_text(texts, normalize=False, batch_size=args.batch_size), args.repeats)
+    t_ours, got = best_of(lambda: ours.encode_text(texts, normalize=False, batch_size=args.batch_size), args.repeats)
     diff = (got - ref).abs().max().item()
     diff_bucket = (bucketed - ref).abs().max().item()
     ratio = t_base / t_ours
 
-    from benchmarks.results import machine, update_section
 
     body = f"""## Text encoding: packed / length-bucketed vs padded to 248 (foundation and packed-attention issues)
 
