@@ -10,12 +10,13 @@ images' top-32 principal components (PCM) with label smoothing 0.1.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from vision_long.data.scenes import TRAIN_SEEDS, hard_negative_group, random_scene
+from vision_long.data.scenes import DEFAULT_FILL, TRAIN_SEEDS, hard_negative_group, random_scene
 from vision_long.distributed import init_from_env, rank, world_size
 from vision_long.encoders.loading import load_encoder
 from vision_long.encoders.longclip import LongCLIP
@@ -32,6 +33,11 @@ LONGCLIP_LOGIT_SCALE = math.log(100)  # Long-CLIP re-initialises it to 100 (and 
 class SceneData:
     """Which scenes a run sees: grid sizes drawn uniformly from `grids`, seeds from the training range.
 
+    `fill` is the range each random scene's cell-occupancy probability is drawn from (uniformly, seeded by the
+    scene). A wide range makes sparse scenes whose first sentences describe any cell, so a model trained on
+    captions cut at 77 tokens still sees every image region named: the stand-in for a pretrained CLIP, which
+    has seen captions about every part of an image, only never long ones.
+
     `hard_fraction` of each batch is made of hard-negative groups of 4 (scenes that differ only in one object
     described after token 77). Random scenes differ in their first objects already, so without such groups a
     contrastive batch never asks a model to read past the first sentences. A 77-token model cannot use them
@@ -42,6 +48,12 @@ class SceneData:
     batch_size: int = 64  # per rank
     seed: int = 0
     hard_fraction: float = 0.0
+    fill: tuple[float, float] = (DEFAULT_FILL, DEFAULT_FILL)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.fill
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"fill must be a range 0 < lo <= hi <= 1, got {self.fill}")
 
     def batch(self, step: int, image_size: int) -> tuple[list, list[str], list[str]]:
         """Images (PIL), long captions and short captions of this rank's batch at `step`.
@@ -57,13 +69,17 @@ class SceneData:
             for scene in hard_negative_group(TRAIN_SEEDS[(first + g) % len(TRAIN_SEEDS)], self._grid(first + g))
         ]
         scenes += [
-            random_scene(TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)], grid=self._grid(first + i))
+            random_scene(TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)], self._grid(first + i), self._fill(first + i))
             for i in range(groups, self.batch_size - len(scenes) + groups)
         ]
         return [s.render(image_size) for s in scenes], [s.caption() for s in scenes], [s.short_caption() for s in scenes]
 
     def _grid(self, index: int) -> int:
         return self.grids[index % len(self.grids)]
+
+    def _fill(self, index: int) -> float:
+        lo, hi = self.fill
+        return lo if lo == hi else random.Random(f"fill/{index}").uniform(lo, hi)
 
 
 def _pixels(model: LongCLIP, images: list) -> torch.Tensor:
