@@ -11,6 +11,7 @@ os.environ.setdefault("VISION_LONG_CACHE", tempfile.mkdtemp(prefix="vision_long_
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from proclip_fixtures import tiny_llm_dir  # noqa: E402, F401  (shared by encoder and service tests)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -24,6 +24,8 @@ WEIGHTS_FILE = "model.safetensors"
 # family -> "module:Class"; each class has `config.to_dict()`, `Config.from_dict`, and `__init__(config)`.
 FAMILIES = {
     "longclip": "vision_long.encoders.longclip:LongCLIP",
+    "proclip": "vision_long.encoders.proclip:ProCLIPEncoder",
+    "lmm": "vision_long.lmm.model:ZoomLMM",
 }
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vision_long.checkpoints import CheckpointError
-from vision_long.commands import evaluate, generate, models, quickstart, retrieval, train
+from vision_long.commands import evaluate, generate, lmm, models, quickstart, retrieval, train
 from vision_long.commands.common import FORMATTER, CLIError
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.register(sub)
     generate.register(sub)
     retrieval.register(sub)
+    lmm.register(sub)
     return parser
 
 

@@ -5,19 +5,42 @@ from __future__ import annotations
 import json
 
 from vision_long.commands.benchmark_eval import BENCHMARK_SUITES, add_suites, run_suite
-from vision_long.commands.common import FORMATTER, MODEL_HELP, load_model
+from vision_long.commands.common import FORMATTER, MODEL_HELP, CLIError, load_model, resolve_device
+from vision_long.commands.lmm import ZOOM_CHOICES
 
-SUITES = ("long-retrieval", *BENCHMARK_SUITES)
+SUITES = ("long-retrieval", "vqa", *BENCHMARK_SUITES)
+
+
+def cmd_eval_vqa(args) -> None:
+    """`--suite vqa`: each --model is an LMM directory ('default': the embedded LMM)."""
+    from vision_long.eval.vqa import evaluate_vqa
+    from vision_long.lmm.ask import resolve_lmm
+
+    if args.plot:
+        raise CLIError("--plot is for the retrieval suites; --suite vqa prints accuracy and image tokens only")
+    for spec in args.model:
+        model = resolve_lmm(spec, device=resolve_device(args.device))
+        m = {**evaluate_vqa(model, n=args.n, seed=args.seed, zoom=args.zoom, progress=not args.json), "model": spec}
+        if args.json:
+            print(json.dumps(m))
+        else:
+            kinds = ", ".join(f"{kind} {100 * acc:.2f}" for kind, acc in m["by_kind"].items())
+            print(f"model {spec}: vqa, zoom {m['zoom']}, {m['n']} items, seed {m['seed']}, {m['seconds']} s")
+            print(f"  accuracy {100 * m['accuracy']:6.2f}  ({kinds})\n  image tokens per image {m['image_tokens']:.1f}")
 
 
 def cmd_eval(args) -> None:
     if args.suite in BENCHMARK_SUITES:
         return run_suite(args)
+    if args.suite == "vqa":
+        return cmd_eval_vqa(args)
     from vision_long.eval.long_retrieval import evaluate_long_retrieval, plot_recall_by_length
 
     results = {}
     for spec in args.model:
         model = load_model(spec, args.device, stretch=not args.no_stretch)
+        if args.llm_cache and hasattr(model, "llm"):
+            model.llm.use_cache(args.llm_cache)  # a frozen LLM: reuse caption embeddings across runs and models
         result = evaluate_long_retrieval(model, n=args.n, seed=args.seed, grid=args.grid,
                                          batch_size=args.batch_size, progress=not args.json)
         result.metrics["model"] = spec
@@ -41,21 +64,30 @@ def register(sub) -> None:
         "eval", formatter_class=FORMATTER, help="evaluate models (ShapeScenes long-caption retrieval, ...)",
         description="Suites:\n  long-retrieval  ShapeScenes retrieval R@1 with long captions (truncated at the model's\n"
         "                  context), short captions (first sentence), and hard-negative groups that differ\n"
-        "                  only after token 77. Evaluation seeds never overlap training seeds.",
+        "                  only after token 77. Evaluation seeds never overlap training seeds.\n"
+        "  vqa             ShapeScenes VQA accuracy (exact match) and image tokens per image of an LMM\n"
+        "                  (--model: 'default' or OUT/model of 'vision-long train lmm') under --zoom.",
         epilog="examples:\n  vision-long eval --suite long-retrieval --model default --json\n"
         "  vision-long eval --suite long-retrieval --model default-77 default --plot recall.png\n"
+        "  vision-long eval --suite long-retrieval --model default-proclip --grid 6 --json\n"
+        "  vision-long eval --suite vqa --zoom text --n 500 --seed 0 --json\n"
+        "  vision-long eval --suite vqa --model runs/lmm/model --zoom multires --n 200\n"
         "  vision-long eval --suite urban1k --data data/Urban1k --model longclip:longclip-L.pt --compare",
     )
     p.add_argument("--suite", choices=SUITES, required=True)
     p.add_argument("--model", nargs="+", default=["default"], help=MODEL_HELP.replace("model spec", "one or more model specs"))
-    p.add_argument("--n", type=int, default=1000, help="scenes (and n/4 hard-negative groups) (default: %(default)s)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="scenes (and n/4 hard-negative groups), or vqa items (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (default: %(default)s)")
-    p.add_argument("--grid", type=int, default=3, help="grid size of the scenes (default: %(default)s)")
+    p.add_argument("--grid", type=int, default=3, help="grid size of the long-retrieval scenes (default: %(default)s)")
+    p.add_argument("--zoom", choices=ZOOM_CHOICES, default="text",
+                   help="vqa: which crops reach the LM: text, v1, multires or none (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-stretch", action="store_true", help="evaluate 77-token checkpoints as they are (no stretching)")
     p.add_argument("--json", action="store_true", help="print one JSON object per model")
     p.add_argument("--plot", metavar="PNG", help="long-retrieval: R@1 against caption length; public suites: "
                    "our numbers beside the published ones")
+    p.add_argument("--llm-cache", metavar="DIR", help="ProCLIP models: cache the frozen LLM's caption embeddings here")
     add_suites(p)
     p.set_defaults(func=cmd_eval)

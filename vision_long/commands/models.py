@@ -60,6 +60,8 @@ def cmd_convert(args) -> None:
     from vision_long.encoders.hf_format import export_hf
 
     model = load_model(args.spec, None, args.dtype, stretch=not args.no_stretch)
+    if args.to != "native" and model.family != "longclip":
+        raise CLIError(f"only CLIP/Long-CLIP models export to transformers/diffusers; {args.spec} is a {model.family} model")
     out = Path(args.out_dir)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise CLIError(f"{out} exists and is not empty; pass --force to write into it")
@@ -70,15 +72,23 @@ def cmd_convert(args) -> None:
 def cmd_info(args) -> None:
     model = load_model(args.spec, None, None, stretch=not args.no_stretch)
     c = model.config
-    rows = [
-        ("family", model.family),
-        ("embed dim", model.embed_dim),
-        ("context length", model.context_length),
-        ("kept positions", c.text.keep_positions if c.text.keep_positions is not None else "n/a (one table)"),
-        ("text tower", f"width {c.text.width}, {c.text.layers} layers, {c.text.heads} heads, {c.text.act}"),
+    rows = [("family", model.family), ("embed dim", model.embed_dim), ("context length", model.context_length)]
+    if model.family == "proclip":
+        blocks, expansion = c.adapter.resolved()
+        rows += [
+            ("text embedder", f"{c.llm.name} (frozen, {c.llm_dim} dims, mean pooling; "
+                              f"{'long texts averaged over windows' if c.llm.chunk_long else 'long texts refused'})"),
+            ("adapter", f"{c.adapter.variant}: {blocks} residual block(s) x{expansion}, LayerNorm, Linear -> {c.embed_dim}"),
+        ]
+    else:
+        rows += [
+            ("kept positions", c.text.keep_positions if c.text.keep_positions is not None else "n/a (one table)"),
+            ("text tower", f"width {c.text.width}, {c.text.layers} layers, {c.text.heads} heads, {c.text.act}"),
+            ("vocabulary", f"{c.text.vocab_size} ids" + (f" (first {c.num_merges} CLIP merges)" if c.num_merges else "")),
+        ]
+    rows += [
         ("vision tower", f"ViT {c.vision.image_size}px/{c.vision.patch_size}, width {c.vision.width}, {c.vision.layers} layers"),
-        ("vocabulary", f"{c.text.vocab_size} ids" + (f" (first {c.num_merges} CLIP merges)" if c.num_merges else "")),
-        ("parameters", f"{model.num_parameters():,}"),
+        ("parameters", f"{model.num_parameters():,}" + (" (without the LLM)" if model.family == "proclip" else "")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

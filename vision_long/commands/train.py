@@ -1,4 +1,7 @@
-"""`vision-long train clip | longclip`: the ShapeScenes recipes (single process, or unchanged under torchrun)."""
+"""`vision-long train clip | longclip | proclip | lmm`: the ShapeScenes recipes.
+
+Single process, or unchanged under torchrun.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,17 @@ from vision_long.commands.common import FORMATTER
 from vision_long.distributed import is_main
 
 
-def _optim_args(p, steps: int, lr: float, warmup: int, weight_decay: float, hard_fraction: float) -> None:
+def _optim_args(
+    p, steps: int, lr: float, warmup: int, weight_decay: float, hard_fraction: float, grids: tuple[int, ...] = (3,)
+) -> None:
     p.add_argument("--steps", type=int, default=steps, help="optimizer steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="scenes per step per process (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=lr,
+                   help="peak learning rate (default: %s)" % (lr if lr else "1e-3 in stage 1, 2e-4 in stage 2"))
     p.add_argument("--warmup", type=int, default=warmup, help="linear warm-up steps (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=weight_decay, help="AdamW weight decay (default: %(default)s)")
-    p.add_argument("--grids", type=int, nargs="+", default=[3], help="grid sizes to train on (default: 3)")
+    p.add_argument("--grids", type=int, nargs="+", default=list(grids),
+                   help=f"grid sizes to train on (default: {' '.join(map(str, grids))})")
     p.add_argument("--seed", type=int, default=0, help="run seed: initialisation and scene order (default: 0)")
     p.add_argument("--hard-fraction", type=float, default=hard_fraction,
                    help="share of each batch made of hard-negative groups of 4 (default: %(default)s)")
@@ -22,13 +29,19 @@ def _optim_args(p, steps: int, lr: float, warmup: int, weight_decay: float, hard
     p.add_argument("--out", required=True, help="run directory: log.jsonl, checkpoint/, and the final model/")
 
 
+def _fill_arg(p) -> None:
+    p.add_argument("--fill", type=float, nargs=2, default=[0.7, 0.7], metavar=("LO", "HI"),
+                   help="each random scene's cell occupancy is drawn uniformly from [LO, HI] (default: 0.7 0.7)")
+
+
 def _common(args):
     from vision_long.training.shapescenes import SceneData
     from vision_long.training.trainer import OptimConfig
 
     optim = OptimConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
                         checkpoint_every=args.checkpoint_every)
-    data = SceneData(grids=tuple(args.grids), batch_size=args.batch_size, seed=args.seed, hard_fraction=args.hard_fraction)
+    data = SceneData(grids=tuple(args.grids), batch_size=args.batch_size, seed=args.seed, hard_fraction=args.hard_fraction,
+                     fill=tuple(args.fill))
     return optim, data
 
 
@@ -54,8 +67,121 @@ def cmd_train_longclip(args) -> None:
         print(f"saved the fine-tuned Long-CLIP to {args.out}/model")
 
 
+def cmd_train_proclip(args) -> None:
+    from vision_long.encoders.llm_embedder import LLMConfig
+    from vision_long.encoders.proclip import AdapterConfig
+    from vision_long.training.proclip import ProCLIPRecipe, ScenePool, train_proclip
+    from vision_long.training.trainer import OptimConfig
+
+    init = args.init or ("default-77" if args.stage == 1 else None)
+    if init is None:
+        raise SystemExit("error: stage 2 starts from a stage-1 model: pass --init OUT_OF_STAGE_1/model")
+    lr = args.lr or (1e-3 if args.stage == 1 else 2e-4)  # stage 2 fine-tunes a pretrained image tower
+    optim = OptimConfig(steps=args.steps, lr=lr, warmup=args.warmup, weight_decay=args.weight_decay,
+                        checkpoint_every=args.checkpoint_every)
+    recipe = ProCLIPRecipe(
+        out_dir=args.out, stage=args.stage, init=init,
+        llm=LLMConfig(name=args.llm, max_length=args.llm_max_length, chunk_long=not args.no_chunk),
+        adapter=AdapterConfig(variant=args.adapter), structure_form=args.structure_form,
+        reg_weight=args.reg_weight, ema_momentum=args.ema_momentum,
+        pool=ScenePool(grids=tuple(args.grids), scenes=args.pool_scenes, hard_groups=args.hard_groups, seed=args.seed),
+        batch_size=args.batch_size, hard_fraction=args.hard_fraction, optim=optim, llm_cache=args.llm_cache,
+        device=args.device, resume=not args.no_resume,
+    )
+    train_proclip(recipe)
+    if is_main():
+        print(f"saved the stage-{args.stage} ProCLIP to {args.out}/model")
+
+
+def lmm_recipe_from_args(args):
+    """The `LMMRecipe` that `train lmm`'s options describe."""
+    from vision_long.lmm.model import ZoomConfig
+    from vision_long.lmm.training import LanguageModelConfig, LMMRecipe, VQABatches
+    from vision_long.lmm.vqa import VQAConfig
+    from vision_long.training.trainer import OptimConfig
+
+    optim = OptimConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
+                        checkpoint_every=args.checkpoint_every)
+    return LMMRecipe(
+        out_dir=args.out, vision=args.vision,
+        lm=LanguageModelConfig(kind=args.lm, width=args.width, layers=args.layers, heads=args.heads,
+                               intermediate=args.intermediate, max_positions=args.max_positions),
+        projector=args.projector, pooled_grid=args.pooled_grid, zoom=tuple(args.zoom),
+        zoom_config=ZoomConfig(v1_k=args.v1_k, text_k=args.text_k, text_encoder=args.text_encoder),
+        data=VQABatches(VQAConfig(grid=args.grid, image_size=args.image_size), batch_size=args.batch_size,
+                        seed=args.seed),
+        optim=optim, device=args.device, resume=not args.no_resume,
+    )
+
+
+def cmd_train_lmm(args) -> None:
+    from vision_long.lmm.training import train_lmm
+
+    train_lmm(lmm_recipe_from_args(args))
+    if is_main():
+        print(f"saved the trained LMM to {args.out}/model "
+              f"(try: vision-long ask IMAGE \"QUESTION\" --model {args.out}/model)")
+
+
+def _lmm_parser(recipes) -> None:
+    from vision_long.commands.lmm import ZOOM_CHOICES
+
+    lmm = recipes.add_parser(
+        "lmm", formatter_class=FORMATTER, help="a tiny multi-resolution VQA model over a frozen CLIP vision tower",
+        description="Train a Dragonfly-style LMM on ShapeScenes VQA ('What color is the small shape in the cell at\n"
+        "row 4, column 2?'): the frozen image tower of --vision (read at its penultimate layer), a projector and a\n"
+        "small causal LM from scratch over a word-level tokenizer of the VQA vocabulary (saved with the model).\n"
+        "Each step answers --batch-size items with teacher forcing; with several --zoom modes, step s uses the\n"
+        "(s mod count)-th, so one model learns every crop layout it will be evaluated with. About 1.1 s per step\n"
+        "on one busy CPU thread at the defaults (multires), so 2000 steps take well under an hour.",
+        epilog="examples:\n  vision-long train lmm --out runs/lmm\n"
+        "  vision-long train lmm --out runs/lmm-all --zoom multires text v1 none --steps 3000\n"
+        "  vision-long train lmm --out runs/lmm-gpt2 --lm gpt2 --pooled-grid 4\n"
+        "then: vision-long eval --suite vqa --model runs/lmm/model --zoom text --n 500 --json",
+    )
+    parts = lmm.add_argument_group("model")
+    parts.add_argument("--vision", default="default",
+                       help="the CLIP whose image tower is used, frozen (a model spec; default: %(default)s)")
+    parts.add_argument("--pooled-grid", type=int, default=2,
+                       help="medium/high crops' patch grid pooled to this side; must divide the tower's patch grid "
+                       "(8 for the default CLIP: 2, 4 or 8) (default: %(default)s)")
+    parts.add_argument("--projector", choices=["mlp", "linear"], default="mlp",
+                       help="2-layer GELU MLP (LLaVA) or Linear (Dragonfly) (default: %(default)s)")
+    parts.add_argument("--lm", choices=["llama", "gpt2"], default="llama",
+                       help="LM architecture: llama (RoPE) or gpt2 (learned positions) (default: %(default)s)")
+    parts.add_argument("--width", type=int, default=192, help="LM width (default: %(default)s)")
+    parts.add_argument("--layers", type=int, default=4, help="LM layers (default: %(default)s)")
+    parts.add_argument("--heads", type=int, default=4, help="LM attention heads (default: %(default)s)")
+    parts.add_argument("--intermediate", type=int, default=384, help="LM MLP width (default: %(default)s)")
+    parts.add_argument("--max-positions", type=int, default=1024, help="LM positions (default: %(default)s)")
+    zoom = lmm.add_argument_group("zoom and data")
+    zoom.add_argument("--zoom", nargs="+", choices=ZOOM_CHOICES, default=["multires"],
+                      help="training zoom mode(s), cycled per step (default: multires, every crop)")
+    zoom.add_argument("--text-k", type=int, default=4, help="high crops kept by text zoom (default: %(default)s)")
+    zoom.add_argument("--v1-k", type=int, default=3,
+                      help="high crops kept per medium crop by v1 zoom (default: %(default)s)")
+    zoom.add_argument("--text-encoder", default="default",
+                      help="the long-text CLIP that ranks crops for text zoom (default: %(default)s)")
+    zoom.add_argument("--grid", type=int, default=6, help="scene grid of the VQA items (default: %(default)s)")
+    zoom.add_argument("--image-size", type=int, default=384,
+                      help="VQA image side in pixels; 384 = 6 high crops x 64 px, one cell each (default: %(default)s)")
+    run = lmm.add_argument_group("optimization")
+    run.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: %(default)s)")
+    run.add_argument("--batch-size", type=int, default=8, help="VQA items per step per process (default: %(default)s)")
+    run.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    run.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default: %(default)s)")
+    run.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=0, help="run seed: initialisation and item order (default: 0)")
+    run.add_argument("--checkpoint-every", type=int, default=250,
+                     help="steps between checkpoints (default: %(default)s)")
+    run.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    run.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
+    run.add_argument("--out", required=True, help="run directory: log.jsonl, checkpoint/, and the final model/")
+    lmm.set_defaults(func=cmd_train_lmm)
+
+
 def register(sub) -> None:
-    """Add `train clip` and `train longclip`."""
+    """Add `train clip`, `train longclip`, `train proclip` and `train lmm`."""
     train = sub.add_parser("train", help="train models on ShapeScenes", formatter_class=FORMATTER,
                            description="Training recipes. Every run writes OUT/log.jsonl, checkpoints to OUT/checkpoint\n"
                            "(resumed automatically) and the final model to OUT/model. Multi-process:\n"
@@ -70,6 +196,7 @@ def register(sub) -> None:
     )
     clip.add_argument("--config", default="shapescenes-small", help="architecture name or JSON file (default: %(default)s)")
     _optim_args(clip, steps=1500, lr=1e-3, warmup=100, weight_decay=0.1, hard_fraction=0.0)
+    _fill_arg(clip)
     clip.set_defaults(func=cmd_train_clip)
 
     long = recipes.add_parser(
@@ -89,4 +216,37 @@ def register(sub) -> None:
     long.add_argument("--pca-components", type=int, default=32, help="k of primary-component matching (default: 32)")
     long.add_argument("--short-weight", type=float, default=1.0, help="weight of L_short (default: 1.0)")
     _optim_args(long, steps=400, lr=2e-4, warmup=50, weight_decay=0.01, hard_fraction=0.5)
+    _fill_arg(long)
     long.set_defaults(func=cmd_train_longclip)
+
+    pro = recipes.add_parser(
+        "proclip", formatter_class=FORMATTER, help="ProCLIP: align an LLM text embedder to a CLIP (2 stages)",
+        description="ProCLIP on ShapeScenes. A frozen LLM (default: the offline all-MiniLM-L6-v2) embeds captions\n"
+        "(mean pooling, no 77-token limit); an adapter maps them into the CLIP's space.\n"
+        "  stage 1: only the adapter trains, distilled onto the CLIP text tower (L_ins + L_struct)\n"
+        "  stage 2: image tower + adapter train with InfoNCE + lambda x (L_ins + L_struct) to an EMA\n"
+        "           teacher of the image tower.\n"
+        "The LLM embeddings of the fixed scene pool are computed once and cached (OUT/llm-cache).",
+        epilog="example:\n  vision-long train proclip --stage 1 --init default-77 --out runs/proclip1\n"
+        "  vision-long train proclip --stage 2 --init runs/proclip1/model --out runs/proclip2",
+    )
+    pro.add_argument("--stage", type=int, choices=[1, 2], required=True)
+    pro.add_argument("--init", default=None,
+                     help="stage 1: the CLIP to align to (default: default-77); stage 2: the stage-1 model directory")
+    pro.add_argument("--llm", default="minilm", help="'minilm', a transformers directory or hub id (default: minilm)")
+    pro.add_argument("--llm-max-length", type=int, default=None, help="tokens per LLM forward (default: the model's)")
+    pro.add_argument("--no-chunk", action="store_true",
+                     help="refuse texts longer than the LLM's positions instead of averaging windows")
+    pro.add_argument("--llm-cache", default=None, help="where LLM embeddings are cached (default: OUT/llm-cache)")
+    pro.add_argument("--adapter", choices=["proclip", "llm2clip"], default="proclip",
+                     help="proclip: 1 residual block x8; llm2clip: 4 blocks x2 (default: proclip)")
+    pro.add_argument("--structure-form", choices=["code", "paper"], default="code",
+                     help="code: smooth-L1 of pairwise distances (upstream code); paper: squared distances")
+    pro.add_argument("--reg-weight", type=float, default=1.0, help="stage 2: lambda of the self-distillation term")
+    pro.add_argument("--ema-momentum", type=float, default=0.999, help="stage 2: momentum of the EMA teacher")
+    pro.add_argument("--pool-scenes", type=int, default=3000, help="random scenes in the training pool")
+    pro.add_argument("--hard-groups", type=int, default=500, help="hard-negative groups of 4 in the pool (stage 2)")
+    _optim_args(pro, steps=500, lr=None, warmup=50, weight_decay=0.05, hard_fraction=0.5, grids=(3, 4, 5, 6))
+    pro.set_defaults(func=cmd_train_proclip)
+
+    _lmm_parser(recipes)

@@ -2,6 +2,8 @@
 
 Specs:
   "default", "default-77"          the embedded ShapeScenes models shipped in `vision_long/assets/`
+  "default-proclip"                 the embedded ShapeScenes ProCLIP (its MiniLM comes from its own package)
+  "proclip:<dir>"                   a vision_long ProCLIP directory (adapter + image tower; the LLM by name)
   "<dir>"                           a vision_long directory (config.json + model.safetensors)
   "longclip:<file.pt>"             a released Long-CLIP checkpoint (OpenAI keys + positional_embedding_res)
   "openai:<file.pt>"               an OpenAI CLIP checkpoint (state dict, or the released TorchScript archive)
@@ -26,9 +28,10 @@ from vision_long.encoders.longclip import CLIPConfig, LongCLIP, TextConfig, Visi
 from vision_long.tokenization import BYTE_TOKENS, CLIP_CONTEXT, CLIP_NUM_MERGES
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-EMBEDDED = {"default": "longclip-shapescenes", "default-77": "clip77-shapescenes"}
+EMBEDDED = {"default": "longclip-shapescenes", "default-77": "clip77-shapescenes", "default-proclip": "proclip-shapescenes"}
 SPEC_HELP = (
-    "expected 'default', 'default-77', a vision_long directory, 'longclip:<file.pt>', 'openai:<file.pt>', "
+    "expected 'default', 'default-77', 'default-proclip', a vision_long directory, 'proclip:<dir>', "
+    "'longclip:<file.pt>', 'openai:<file.pt>', "
     "'open_clip:<arch>@<weights file>' or 'hf:<transformers CLIPModel dir>'"
 )
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -45,6 +48,8 @@ def load_encoder(
         model = _load_embedded(spec)
     elif family == "longclip" and source:
         model = _longclip_from_openai_state_dict(read_state_dict(source), source, two_tables=True)
+    elif family == "proclip" and source:
+        model = _load_proclip(source)
     elif family == "openai" and source:
         model = _maybe_stretch(_longclip_from_openai_state_dict(read_state_dict(source), source), stretch)
     elif family == "open_clip" and source:
@@ -74,6 +79,15 @@ def _load_embedded(name: str) -> LongCLIP:
             "load a checkpoint of your own, e.g. 'longclip:longclip-L.pt'"
         )
     return load_native(path, dtype=torch.float32)  # shipped in fp16 to stay small; computed in fp32
+
+
+def _load_proclip(source: str) -> Encoder:
+    if not is_native_dir(source):
+        raise CheckpointError(f"{source}: not a vision_long ProCLIP directory (config.json + model.safetensors)")
+    model = load_native(source)
+    if model.family != "proclip":
+        raise CheckpointError(f"{source}: holds a {model.family!r} model, not a ProCLIP one")
+    return model
 
 
 def read_state_dict(file: str | Path) -> dict[str, torch.Tensor]:

@@ -48,7 +48,8 @@ def evaluate_long_retrieval(
     """R@1 of `model` on `n` ShapeScenes scenes and `n // 4` hard-negative groups of 4.
 
     Keys: t2i_r1_long, i2t_r1_long, t2i_r1_short, i2t_r1_short, t2i_r1_hard, n, n_hard_groups, grid, seed,
-    truncated_long (fraction of long captions cut at the model's context), seconds.
+    tokens_mean (long-caption length in the model's tokens), truncated_long (fraction of long captions cut at the
+    model's context), seconds.
     """
     start = time.perf_counter()
     first = EVAL_SEED_OFFSET + seed * SEEDS_PER_RUN
@@ -79,6 +80,7 @@ def evaluate_long_retrieval(
         "grid": grid,
         "seed": seed,
         "context_length": model.context_length,
+        "tokens_mean": round(sum(tokens) / max(1, n), 1),  # long captions, in the model's own tokens
         "truncated_long": round(sum(t > model.context_length for t in tokens) / max(1, n), 4),
         "seconds": round(time.perf_counter() - start, 1),
     }

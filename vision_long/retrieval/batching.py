@@ -152,7 +152,8 @@ class EncoderBatchers:
         return lists
 
     def _encode_ids(self, lists: list[list[int]]) -> np.ndarray:
-        ids = pad_id_lists(lists, max(len(x) for x in lists))  # Tensor[N, L]: L = the longest text, not the context
+        pad = getattr(self.encoder.tokenizer, "pad_token_id", 0)  # CLIP pads with 0; LLM tokenizers name theirs
+        ids = pad_id_lists(lists, max(len(x) for x in lists), pad)  # Tensor[N, L]: L = the longest, not the context
         return self.encoder.encode_text(ids, batch_size=self.max_batch).float().cpu().numpy()
 
     def _encode_images(self, images: list[Image.Image]) -> np.ndarray:

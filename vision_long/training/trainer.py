@@ -12,12 +12,13 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ from vision_long.distributed import all_reduce_mean, is_distributed, is_main, wo
 CHECKPOINT_DIR = "checkpoint"
 FINAL_DIR = "model"
 TRAINER_STATE = "trainer_state.pt"
+AUX_STATE = "aux.safetensors"
 
 
 @dataclass
@@ -69,11 +71,16 @@ def _average_gradients(params: list[nn.Parameter]) -> None:
             p.grad /= world_size()
 
 
-def _save_checkpoint(model: nn.Module, optimizer, step: int, out_dir: Path, extra: dict) -> None:
+def _save_checkpoint(
+    model: nn.Module, optimizer, step: int, out_dir: Path, extra: dict, aux: dict[str, nn.Module]
+) -> None:
     """Write `out_dir/checkpoint` atomically (a half-written checkpoint never replaces a good one)."""
     tmp = out_dir / f"{CHECKPOINT_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_native(model, tmp)
+    if aux:
+        state = {f"{name}.{k}": v.detach().contiguous().cpu() for name, m in aux.items() for k, v in m.state_dict().items()}
+        save_file(state, str(tmp / AUX_STATE))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "extra": extra}, tmp / TRAINER_STATE)
     final = out_dir / CHECKPOINT_DIR
     old = out_dir / f"{CHECKPOINT_DIR}.old"
@@ -83,13 +90,18 @@ def _save_checkpoint(model: nn.Module, optimizer, step: int, out_dir: Path, extr
     shutil.rmtree(old, ignore_errors=True)
 
 
-def resume_state(out_dir: Path, model: nn.Module, optimizer) -> int:
-    """Load `out_dir/checkpoint` into `model` and `optimizer` when it exists; returns the step to start at."""
+def resume_state(out_dir: Path, model: nn.Module, optimizer, aux: dict[str, nn.Module] | None = None) -> int:
+    """Load `out_dir/checkpoint` into `model`, `optimizer` and `aux` when it exists; returns the step to start at."""
     ckpt = out_dir / CHECKPOINT_DIR
     if not (ckpt / TRAINER_STATE).is_file():
         return 0
     saved = load_native(ckpt, device=next(model.parameters()).device)
     model.load_state_dict(saved.state_dict())
+    if aux:
+        state = load_file(str(ckpt / AUX_STATE))
+        for name, module in aux.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     state = torch.load(ckpt / TRAINER_STATE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"])
@@ -104,18 +116,21 @@ def train(
     after_step: Callable[[], None] | None = None,
     resume: bool = True,
     run_info: dict | None = None,
+    aux: dict[str, nn.Module] | None = None,
 ) -> nn.Module:
     """Run `cfg.steps` optimizer steps of `step_fn` and save the final model to `out_dir/model`.
 
     `step_fn(step)` returns a dict with at least "loss" (a scalar tensor with gradients) and any other parts
-    to log. `after_step` runs after each optimizer step (e.g. clamping the temperature). Progress goes to a
+    to log. `after_step` runs after each optimizer step (e.g. clamping the temperature, an EMA update); `aux`
+    names modules that are not trained by the optimizer but change with training (an EMA teacher): they are
+    checkpointed and restored with the model. Progress goes to a
     tqdm bar and to `out_dir/log.jsonl`; a checkpoint is written every `cfg.checkpoint_every` steps and
     training resumes from it when `resume` is set.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     optimizer = make_optimizer(params, cfg)
-    start = resume_state(out_dir, model, optimizer) if resume else 0
+    start = resume_state(out_dir, model, optimizer, aux) if resume else 0
     if is_main():
         (out_dir / "run.json").write_text(json.dumps({"optim": asdict(cfg), **(run_info or {})}, indent=2) + "\n")
     model.train()
@@ -143,7 +158,7 @@ def train(
                 log.write(json.dumps({"step": done, "lr": lr, "elapsed_s": round(time.perf_counter() - t0, 1), **logged}) + "\n")
                 log.flush()
         if done % cfg.checkpoint_every == 0 and done < cfg.steps and is_main():
-            _save_checkpoint(model, optimizer, done, out_dir, run_info or {})
+            _save_checkpoint(model, optimizer, done, out_dir, run_info or {}, aux or {})
     if log:
         log.close()
     model.eval()

@@ -1,0 +1,215 @@
+"""`vision-long train lmm`: a tiny causal LM + projector learn ShapeScenes VQA over a frozen CLIP vision tower.
+
+The parts, all built offline:
+  vision tower  the image tower of one of our CLIPs (`vision_tower_from_clip`, default: the embedded Long-CLIP,
+                64-pixel crops, 8 x 8 patches), frozen;
+  projector     Linear or 2-layer GELU MLP (trained);
+  LM            a small Llama (or GPT-2) from scratch (trained) over a WordLevel tokenizer of the VQA vocabulary
+                (`vqa_tokenizer`: every question and answer word, so no unknown words on VQA text).
+Each step answers `batch_size` VQA items (`VQABatches`: a pure function of run seed, step and rank, so resuming is
+exact) with teacher forcing under a zoom mode; with several `zoom` modes, step s uses `zoom[s % len(zoom)]`, so
+one model learns every crop layout it will be evaluated with. Which training mode gives the best accuracy is an
+open question: the default `multires` shows the LM every crop (Dragonfly v2's training); `text` and `v1` show
+it the selected subsets the zoom modes produce at test time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from vision_long.data.scenes import TRAIN_SEEDS
+from vision_long.distributed import init_from_env, is_main, rank, world_size
+from vision_long.encoders.loading import load_encoder
+from vision_long.lmm.loading import save_lmm
+from vision_long.lmm.model import (
+    DEFAULT_PROMPT,
+    IMAGE_TOKEN,
+    PENULTIMATE_LAYER,
+    PROJECTORS,
+    SEPARATOR_TOKEN,
+    ZOOM_MODES,
+    ZoomConfig,
+    ZoomLMM,
+)
+from vision_long.lmm.processing import MEDIUM_LAYOUTS
+from vision_long.lmm.vision import vision_tower_from_clip
+from vision_long.lmm.vqa import WORD_PATTERN, VQAConfig, VQADataset, vqa_vocabulary
+from vision_long.training.trainer import FINAL_DIR, OptimConfig, train
+
+UNK, PAD, BOS, EOS = "[UNK]", "[PAD]", "<s>", "</s>"
+LM_KINDS = ("llama", "gpt2")
+DEFAULT_POOLED_GRID = 2  # the default CLIP's 8 x 8 patch grid pooled to 2 x 2 (+ CLS): 5 embeddings per crop
+PROMPT_MARGIN = 64  # positions kept for the prompt and the answer after the largest image block
+
+
+def vqa_tokenizer(prompt_template: str = DEFAULT_PROMPT) -> PreTrainedTokenizerFast:
+    """A lower-casing WordLevel tokenizer over `vqa_vocabulary()` and the prompt's words, with [UNK], [PAD], <s>
+    and </s> (ids 0-3). Splitting is `tokenizers`' Whitespace rule (= `WORD_PATTERN`); decoding joins words with
+    spaces. Saved with the model (`save_lmm`), so nothing is downloaded to use it."""
+    prompt_words = WORD_PATTERN.findall(prompt_template.replace("{question}", " ").lower())
+    words = list(dict.fromkeys([UNK, PAD, BOS, EOS, *prompt_words, *vqa_vocabulary()]))
+    backend = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token=UNK))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=UNK, pad_token=PAD, bos_token=BOS, eos_token=EOS)
+
+
+@dataclass
+class LanguageModelConfig:
+    """The tiny causal LM trained from scratch: `kind` llama (RoPE) or gpt2 (learned absolute positions),
+    width, layers, attention heads, MLP width and the number of positions (image block + prompt + answer)."""
+
+    kind: str = "llama"
+    width: int = 192
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 384
+    max_positions: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.kind not in LM_KINDS:
+            raise ValueError(f"kind must be one of {LM_KINDS}, got {self.kind!r}")
+        for name in ("width", "layers", "heads", "intermediate", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
+
+
+def build_language_model(config: LanguageModelConfig, tokenizer: PreTrainedTokenizerFast) -> torch.nn.Module:
+    """A randomly initialised causal LM over `tokenizer`'s vocabulary, its special token ids set from it."""
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    if config.kind == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(
+            vocab_size=len(tokenizer), n_embd=config.width, n_layer=config.layers, n_head=config.heads,
+            n_inner=config.intermediate, n_positions=config.max_positions, **special,
+        ))
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=config.width, num_hidden_layers=config.layers,
+        num_attention_heads=config.heads, num_key_value_heads=config.heads, intermediate_size=config.intermediate,
+        max_position_embeddings=config.max_positions, **special,
+    ))
+
+
+def max_image_tokens(model: ZoomLMM) -> int:
+    """LM positions of the largest image block (`multires`: the global view, then all medium and high crops
+    pooled, one separator each)."""
+    vision = model.vision_tower.config
+    patch_grid, resolution = vision.image_size // vision.patch_size, model.config.resolution
+    medium = max(columns * rows for columns, rows in MEDIUM_LAYOUTS)  # each over high_factor**2 high crops
+    pooled_crops = medium * (1 + resolution.high_factor**2)
+    return (1 + patch_grid**2 + 1) + pooled_crops * (1 + resolution.pooled_grid**2 + 1)
+
+
+@dataclass
+class VQABatches:
+    """Training batches of ShapeScenes VQA: `batch_size` items per step and rank, drawn from the training seeds.
+
+    The seeds of (step, rank) follow from the run `seed` alone, so every rank sees different items and a resumed
+    run sees exactly the items it would have seen.
+    """
+
+    vqa: VQAConfig = field(default_factory=VQAConfig)
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+    def dataset(self, step: int) -> VQADataset:
+        """The items of this rank's batch at `step` (render with `dataset[i]` or read `dataset.item(i)`)."""
+        first = self.seed * 1_000_003 + (step * world_size() + rank()) * self.batch_size
+        seeds = [TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)] for i in range(self.batch_size)]
+        return VQADataset(seeds, self.vqa)
+
+
+@dataclass
+class LMMRecipe:
+    """`vision-long train lmm`: what to build and how to train it.
+
+    vision: the `load_encoder` spec whose image tower becomes the frozen vision tower; pooled_grid: medium/high
+    crops' pooled patch grid side (must divide the tower's patch grid); zoom: the training zoom mode(s), cycled
+    per step; zoom_config: top-k of v1 / text zoom and the long-text CLIP that text zoom uses.
+    """
+
+    out_dir: str
+    vision: str = "default"
+    lm: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    projector: str = "mlp"
+    pooled_grid: int = DEFAULT_POOLED_GRID
+    zoom: tuple[str, ...] = ("multires",)
+    zoom_config: ZoomConfig = field(default_factory=ZoomConfig)
+    data: VQABatches = field(default_factory=VQABatches)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(steps=2000, lr=1e-3, warmup=100, weight_decay=0.01, checkpoint_every=250)
+    )
+    device: str | None = None
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.projector not in PROJECTORS:
+            raise ValueError(f"projector must be one of {PROJECTORS}, got {self.projector!r}")
+        if not self.zoom or any(mode not in ZOOM_MODES for mode in self.zoom):
+            raise ValueError(f"zoom must be a non-empty list of {ZOOM_MODES}, got {self.zoom!r}")
+
+
+def build_lmm(recipe: LMMRecipe) -> ZoomLMM:
+    """The untrained model of `recipe`: frozen vision tower, random projector and LM, VQA tokenizer (CPU, fp32).
+
+    The tower reads the CLIP's penultimate layer (LLaVA, Dragonfly) and is cut after it, so the last block is
+    neither run nor stored.
+    """
+    tokenizer = vqa_tokenizer()
+    tokenizer.add_tokens([IMAGE_TOKEN, SEPARATOR_TOKEN], special_tokens=True)  # before the LM: no resizing
+    clip = load_encoder(recipe.vision)
+    model = ZoomLMM.from_parts(
+        vision_tower_from_clip(clip, layers=clip.config.vision.layers + 1 + PENULTIMATE_LAYER),
+        build_language_model(recipe.lm, tokenizer),
+        tokenizer,
+        projector=recipe.projector,
+        pooled_grid=recipe.pooled_grid,
+        zoom=recipe.zoom_config,
+        vision_layer=-1,
+    )
+    needed = max_image_tokens(model) + PROMPT_MARGIN
+    if needed > recipe.lm.max_positions:
+        raise ValueError(f"the LM needs at least {needed} positions for the largest image block and the prompt, "
+                         f"got max_positions={recipe.lm.max_positions}")
+    model.vision_tower.requires_grad_(False)
+    return model
+
+
+def train_lmm(recipe: LMMRecipe) -> ZoomLMM:
+    """Train the projector and LM of `build_lmm(recipe)` on VQA; the final model (with its tokenizer, loadable
+    by `load_lmm`) is written to `recipe.out_dir/model`."""
+    device = init_from_env(recipe.device)
+    torch.manual_seed(recipe.data.seed)
+    model = build_lmm(recipe).to(device)
+    text_encoder = load_encoder(recipe.zoom_config.text_encoder, device=device) if "text" in recipe.zoom else None
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        batch = recipe.data.dataset(step)
+        items = [batch[i] for i in range(len(batch))]
+        zoom = recipe.zoom[step % len(recipe.zoom)]
+        loss = model([x["image"] for x in items], [x["question"] for x in items], [x["answer"] for x in items],
+                     zoom=zoom, text_encoder=text_encoder)
+        return {"loss": loss}
+
+    params = [p for p in model.parameters() if p.requires_grad]  # projector + LM; the vision tower is frozen
+    train(model, params, step_fn, recipe.optim, recipe.out_dir, None, recipe.resume, run_info(recipe))
+    if is_main():
+        save_lmm(model, Path(recipe.out_dir) / FINAL_DIR)  # the trainer's final save plus the tokenizer
+    return model
+
+
+def run_info(recipe: LMMRecipe) -> dict[str, Any]:
+    """The recipe as JSON types, for `run.json` and checkpoints."""
+    return {"recipe": "lmm", **asdict(recipe)}
