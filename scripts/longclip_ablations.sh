@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/default}
-common=(--init "$RUN/clip77/model" --steps 150 --batch-size 64 --lr 2e-4 --warmup 30 --hard-fraction 0.5 --fill 0.1 1.0 --seed 1)
+common=(--init "$RUN/clip77/model" --steps 150 --batch-size 64 --lr 2e-4 --warmup 30 --hard-fraction 0.5 --seed 1)
 vision-long train longclip "${common[@]}" --out "$RUN/ablate-kps-pcm"
 vision-long train longclip "${common[@]}" --positions interpolate --out "$RUN/ablate-interpolate"
 vision-long train longclip "${common[@]}" --no-pcm --out "$RUN/ablate-no-pcm"

@@ -32,6 +32,7 @@ from vision_long.data.scenes import (
     ShapeScenesDataset,
     hard_negative_group,
     random_scene,
+    shared_prefix_group,
 )
 from vision_long.tokenization import CLIP_CONTEXT, CLIPTokenizer, TokenizerConfig
 
@@ -242,6 +243,47 @@ def test_hard_negatives_differ_in_one_late_object(tok, grid, seeds):
             assert start >= CLIP_CONTEXT
             heads.add(tuple(tok.tokenize_to_lists(scene.caption(), CLIP_CONTEXT, truncate=True)[0][0]))
         assert len(heads) == 1  # a 77-token CLIP reads the same text for every scene of the group
+
+
+def test_early_hard_negatives_differ_where_a_77_token_clip_reads(tok):
+    cells = set()
+    for seed in range(20):
+        group = hard_negative_group(seed, 3, tokenizer=tok, fill=0.3, late=False)
+        (index,) = {i for s in group[1:] for i, (a, b) in enumerate(zip(group[0].objects, s.objects)) if a != b}
+        cells.add(index)
+        heads = set()
+        for scene in group:
+            (end,) = [end for i, _, end in scene.sentence_spans(tok) if i == index]
+            assert end <= CLIP_CONTEXT - 1  # the whole sentence, then EOT, fit in 77 tokens
+            heads.add(tuple(tok.tokenize_to_lists(scene.caption(), CLIP_CONTEXT, truncate=True)[0][0]))
+        assert len(heads) == 4  # a 77-token CLIP reads four different texts
+    assert len(cells) >= 6  # in sparse scenes the changed object can sit anywhere, not only in the top row
+
+
+def test_shared_prefix_groups_share_77_tokens_and_redraw_every_late_object(tok):
+    for seed in range(3):
+        group = shared_prefix_group(seed, 3, tokenizer=tok)
+        late = {i for i, start, _ in group[0].sentence_spans(tok) if i is not None and start >= CLIP_CONTEXT}
+        heads = {tuple(tok.tokenize_to_lists(s.caption(), CLIP_CONTEXT, truncate=True)[0][0]) for s in group}
+        assert len(group) == 4 and len(heads) == 1 and late
+        for scene in group[1:]:
+            changed = {i for i, (a, b) in enumerate(zip(group[0].objects, scene.objects)) if a != b}
+            assert changed <= late and len(changed) >= len(late) - 1  # a redraw may repeat an object by chance
+            assert scene.distractors == group[0].distractors
+
+
+def test_scene_data_batches_mix_late_early_and_random_scenes():
+    from vision_long.training.shapescenes import SceneData
+
+    data = SceneData(batch_size=32, hard_fraction=1 / 4, early_hard_fraction=1 / 4, prefix_fraction=1 / 4,
+                     fill=(0.1, 1.0))
+    images, long, short = data.batch(0, 32)
+    assert len(images) == len(long) == len(short) == 32
+    assert data.batch(0, 32)[1] == long  # a pure function of the step
+    with pytest.raises(ValueError, match="at most 1"):
+        SceneData(hard_fraction=0.5, early_hard_fraction=0.3, prefix_fraction=0.3)
+    with pytest.raises(ValueError, match="fill"):
+        SceneData(fill=(0.5, 0.2))
 
 
 def test_hard_negative_errors():

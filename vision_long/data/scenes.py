@@ -390,27 +390,35 @@ def hard_negative_group(
     group_size: int = 4,
     tokenizer: Tokenizer | None = None,
     fill: float = HARD_NEGATIVE_FILL,
+    late: bool = True,
 ) -> list[Scene]:
-    """`group_size` scenes differing only in one attribute (color or shape) of one object late in the caption.
+    """`group_size` scenes differing only in one attribute (color or shape) of one object.
 
-    The base scene is `random_scene(seed, grid, fill)` and comes first. The changed object is drawn among those
-    whose sentence starts at position >= 77 of `[SOT] + tokenizer.encode(caption)` (the full CLIP tokenizer by
-    default), so a 77-token CLIP never sees the difference while the images differ. Raises ValueError when no
-    object sentence starts that late, or when the attribute has fewer than `group_size` allowed values.
+    The base scene is `random_scene(seed, grid, fill)` and comes first. With `late` (the evaluation's hard
+    negatives) the changed object is drawn among those whose sentence starts at position >= 77 of
+    `[SOT] + tokenizer.encode(caption)` (the full CLIP tokenizer by default), so a 77-token CLIP never sees the
+    difference while the images differ. With `late=False` it is drawn among those whose whole sentence fits in
+    the first 76 positions (EOT is the 77th), so a 77-token CLIP reads it: fine-grained negatives for training
+    one. Raises ValueError when no object sentence qualifies, or when the attribute has fewer than `group_size`
+    allowed values.
     """
     if group_size < 2:
         raise ValueError(f"group_size must be at least 2, got {group_size}")
     base = random_scene(seed, grid, fill)
     spans = base.sentence_spans(tokenizer or default_tokenizer())
-    late = [index for index, start, _ in spans if index is not None and start >= CLIP_CONTEXT]
-    if not late:
+    if late:
+        where = f"starts at token {CLIP_CONTEXT} or later"
+        candidates = [index for index, start, _ in spans if index is not None and start >= CLIP_CONTEXT]
+    else:
+        where = f"ends before token {CLIP_CONTEXT - 1}"
+        candidates = [index for index, _, end in spans if index is not None and end <= CLIP_CONTEXT - 1]
+    if not candidates:
         raise ValueError(
             f"no object sentence of scene {seed} ({grid} x {grid}, {base.num_objects} objects, caption "
-            f"{spans[-1][2] + 1} tokens with start/end) starts at token {CLIP_CONTEXT} or later; "
-            "use a larger grid or fill"
+            f"{spans[-1][2] + 1} tokens with start/end) {where}; use a {'larger' if late else 'smaller'} grid or fill"
         )
     rng = random.Random(f"hard-negative/{seed}")
-    index = rng.choice(late)
+    index = rng.choice(candidates)
     target = base.objects[index]
     attribute = rng.choice(("color", "shape"))
     if attribute == "color":
@@ -422,6 +430,34 @@ def hard_negative_group(
     return [base] + [
         base.with_object(index, replace(target, **{attribute: v})) for v in rng.sample(others, group_size - 1)
     ]
+
+
+def shared_prefix_group(
+    seed: int, grid: int = DEFAULT_GRID, group_size: int = 4, tokenizer: Tokenizer | None = None,
+    fill: float = HARD_NEGATIVE_FILL,
+) -> list[Scene]:
+    """`group_size` scenes with the same first 77 caption tokens and every later-described object redrawn.
+
+    The base scene is `random_scene(seed, grid, fill)`; in the others each object whose sentence starts at
+    position >= 77 is replaced by a fresh random object (cells and distractors stay), so a 77-token CLIP reads
+    the same text for all of them while the images differ in every late cell. A training signal for reading
+    past token 77 that is stronger than the one-attribute `hard_negative_group`: when both towers start blind
+    to late content, a single changed attribute barely moves either embedding. Raises ValueError when no object
+    sentence starts at token 77 or later.
+    """
+    base = random_scene(seed, grid, fill)
+    spans = base.sentence_spans(tokenizer or default_tokenizer())
+    late = [index for index, start, _ in spans if index is not None and start >= CLIP_CONTEXT]
+    if not late:
+        raise ValueError(f"no object sentence of scene {seed} starts at token {CLIP_CONTEXT} or later")
+    rng = random.Random(f"shared-prefix/{seed}")
+    group = [base]
+    for _ in range(group_size - 1):
+        scene = base
+        for index in late:
+            scene = scene.with_object(index, _random_object(rng))
+        group.append(scene)
+    return group
 
 
 class ShapeScenesDataset(Dataset):

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from vision_long.data.scenes import DEFAULT_FILL, TRAIN_SEEDS, hard_negative_group, random_scene
+from vision_long.data.scenes import DEFAULT_FILL, TRAIN_SEEDS, hard_negative_group, random_scene, shared_prefix_group
 from vision_long.distributed import init_from_env, rank, world_size
 from vision_long.encoders.loading import load_encoder
 from vision_long.encoders.longclip import LongCLIP
@@ -42,6 +42,16 @@ class SceneData:
     described after token 77). Random scenes differ in their first objects already, so without such groups a
     contrastive batch never asks a model to read past the first sentences. A 77-token model cannot use them
     (their truncated captions are identical), so they only help a model that reads long text.
+
+    `early_hard_fraction` adds groups that differ in one object described within the first 77 tokens, drawn
+    from scenes of density `fill`: in sparse scenes that object can sit in any cell. Random batches are told
+    apart by their first objects alone, so without these groups the image tower never learns to see the lower
+    rows of a dense grid (their embeddings barely move when a bottom object changes); with them, the 77-token
+    model learns fine-grained detail everywhere in the image, as a real pretrained CLIP has.
+
+    `prefix_fraction` adds groups of 4 that share the first 77 caption tokens and redraw every object described
+    later (`shared_prefix_group`): a strong signal for reading past token 77 that, unlike the one-attribute
+    hard negatives, does not vanish while both towers are still blind to the lower cells.
     """
 
     grids: tuple[int, ...] = (3,)
@@ -49,11 +59,15 @@ class SceneData:
     seed: int = 0
     hard_fraction: float = 0.0
     fill: tuple[float, float] = (DEFAULT_FILL, DEFAULT_FILL)
+    early_hard_fraction: float = 0.0
+    prefix_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.fill
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"fill must be a range 0 < lo <= hi <= 1, got {self.fill}")
+        if self.hard_fraction + self.early_hard_fraction + self.prefix_fraction > 1:
+            raise ValueError("hard_fraction + early_hard_fraction + prefix_fraction must be at most 1")
 
     def batch(self, step: int, image_size: int) -> tuple[list, list[str], list[str]]:
         """Images (PIL), long captions and short captions of this rank's batch at `step`.
@@ -62,12 +76,21 @@ class SceneData:
         resumed run sees exactly the scenes it would have seen.
         """
         first = (self.seed * 1_000_003 + (step * world_size() + rank()) * self.batch_size) % len(TRAIN_SEEDS)
-        groups = int(self.batch_size * self.hard_fraction) // HARD_GROUP_SIZE
+        late = int(self.batch_size * self.hard_fraction) // HARD_GROUP_SIZE
+        early = int(self.batch_size * self.early_hard_fraction) // HARD_GROUP_SIZE
         scenes = [
             scene
-            for g in range(groups)
+            for g in range(late)
             for scene in hard_negative_group(TRAIN_SEEDS[(first + g) % len(TRAIN_SEEDS)], self._grid(first + g))
         ]
+        prefix = int(self.batch_size * self.prefix_fraction) // HARD_GROUP_SIZE
+        scenes += [scene for g in range(late, late + early) for scene in self._early_group(first + g)]
+        scenes += [
+            scene
+            for g in range(late + early, late + early + prefix)
+            for scene in shared_prefix_group(TRAIN_SEEDS[(first + g) % len(TRAIN_SEEDS)], self._grid(first + g))
+        ]
+        groups = late + early + prefix
         scenes += [
             random_scene(TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)], self._grid(first + i), self._fill(first + i))
             for i in range(groups, self.batch_size - len(scenes) + groups)
@@ -76,6 +99,16 @@ class SceneData:
 
     def _grid(self, index: int) -> int:
         return self.grids[index % len(self.grids)]
+
+    def _early_group(self, index: int) -> list:
+        """A group differing in one object the 77-token caption describes; the next seed if a scene has none."""
+        for attempt in range(100):
+            seed = TRAIN_SEEDS[(index + attempt * 7919) % len(TRAIN_SEEDS)]
+            try:
+                return hard_negative_group(seed, self._grid(index), fill=self._fill(index), late=False)
+            except ValueError:  # e.g. a first sentence too long to end before token 76
+                continue
+        raise RuntimeError(f"no early hard-negative group found near scene index {index}")
 
     def _fill(self, index: int) -> float:
         lo, hi = self.fill
