@@ -1,7 +1,6 @@
 """ProCLIP on ShapeScenes: long captions past Long-CLIP's 248 tokens (5x5 and 6x6 grids), and what CLIP keeps.
 
-Evaluates ProCLIP after stage 1 only and after stages 1+2 (the shipped `default-proclip`), the stage-2
-lambda arms when they exist, and the shipped Long-CLIP (`default`, which truncates at 248 tokens) on the same
+Evaluates ProCLIP after stage 1 only and after stages 1+2 (the shipped `default-proclip`) and the shipped Long-CLIP (`default`, which truncates at 248 tokens) on the same
 evaluation scenes of each grid; on 3x3 scenes (the CLIP's own world) the 77-token CLIP joins, as the
 knowledge-retention reference (ProCLIP's claim is about what CLIP knows, measured there by zero-shot).
 
@@ -32,8 +31,6 @@ def main() -> None:
     models = {
         "ProCLIP stage 1 only": f"{args.runs}/proclip-stage1/model",
         "ProCLIP stages 1+2, lambda 1 (default-proclip)": "default-proclip",
-        "ProCLIP stages 1+2, lambda 0 (no self-distillation)": f"{args.runs}/proclip-stage2-lambda0/model",
-        "ProCLIP stages 1+2, lambda 0.1": f"{args.runs}/proclip-stage2-lambda0.1/model",
         "Long-CLIP (default, truncates at 248)": "default",
         "77-token CLIP (default-77)": "default-77",
     }
