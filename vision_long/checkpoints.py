@@ -26,6 +26,9 @@ FAMILIES = {
     "longclip": "vision_long.encoders.longclip:LongCLIP",
     "proclip": "vision_long.encoders.proclip:ProCLIPEncoder",
     "lmm": "vision_long.lmm.model:ZoomLMM",
+    "cell-parser": "vision_long.eval.alignment:CellParser",
+    "unet-lora": "vision_long.diffusion.preference:UNetLoRA",
+    "diffusers": "vision_long.diffusion.small_sd:DiffusersComponent",
 }
 
 

@@ -8,7 +8,7 @@ from vision_long.commands.benchmark_eval import BENCHMARK_SUITES, add_suites, ru
 from vision_long.commands.common import FORMATTER, MODEL_HELP, CLIError, load_model, resolve_device
 from vision_long.commands.lmm import ZOOM_CHOICES
 
-SUITES = ("long-retrieval", "vqa", *BENCHMARK_SUITES)
+SUITES = ("long-retrieval", "vqa", "t2i-alignment", *BENCHMARK_SUITES)
 
 
 def cmd_eval_vqa(args) -> None:
@@ -29,11 +29,74 @@ def cmd_eval_vqa(args) -> None:
             print(f"  accuracy {100 * m['accuracy']:6.2f}  ({kinds})\n  image tokens per image {m['image_tokens']:.1f}")
 
 
+def cmd_eval_t2i_alignment(args) -> None:
+    """`--suite t2i-alignment`: generate per method, parse the images back into scenes, print the accuracies."""
+    from vision_long.eval.alignment import (
+        RENDERED,
+        AlignmentSuite,
+        evaluate_t2i_alignment,
+        load_cell_parser,
+        longclip_kwargs,
+    )
+
+    if args.plot:
+        raise CLIError("--plot is for the retrieval suites; --suite t2i-alignment prints accuracies only")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    suite = AlignmentSuite(methods=methods, n=args.n, seed=args.seed, grid=args.grid, steps=args.steps,
+                           guidance=args.guidance, batch_size=args.batch_size)
+    device = resolve_device(args.device)
+    parser = load_cell_parser(args.parser, device=device)
+    pipe = None
+    if any(m != RENDERED for m in methods) or args.pipeline or args.lora:
+        from vision_long.diffusion.pipelines import load_pipeline
+
+        pipe = load_pipeline(args.pipeline, device=device)
+        if args.lora:
+            from vision_long.diffusion.preference import load_lora
+
+            load_lora(pipe, args.lora)
+        if "longclip" in methods:
+            suite.encode_kwargs = longclip_kwargs(pipe, args.longclip)
+    for m in evaluate_t2i_alignment(suite, parser, pipe, progress=not args.json):
+        m = {**m, "pipeline": None if pipe is None else (args.pipeline or "default"), "lora": args.lora}
+        if args.json:
+            print(json.dumps(m))
+        else:
+            keys = ("acc_before_77", "acc_after_77", "acc_all", "presence", "color", "shape", "size")
+            pct = {k: "   n/a" if m[k] is None else f"{100 * m[k]:6.2f}" for k in keys}
+            print(f"method {m['method']}: {m['n']} scenes of {m['grid']}x{m['grid']} at {m['image_size']} px, "
+                  f"{m['n_before_77']} + {m['n_after_77']} objects, seed {m['seed']}, {m['seconds']} s")
+            print("  " + "  ".join(f"{k} {pct[k]}" for k in keys[:3])
+                  + "  (" + ", ".join(f"{k} {pct[k]}" for k in keys[3:]) + ")")
+
+
+def _t2i_alignment_args(p) -> None:
+    g = p.add_argument_group(
+        "t2i-alignment", "ShapeScenes long-prompt alignment of a text-to-image pipeline: per method, one image per\n"
+        "evaluation scene's long caption (same seed per scene across methods), parsed back into a scene by the cell\n"
+        "parser; per-object accuracy (presence, color, shape, size) split by whether the object's sentence starts\n"
+        "before or after token 77. Method 'rendered' parses the scenes' own renders (the parser's accuracy).\n"
+        "example: vision-long eval --suite t2i-alignment --methods truncate,chunks,segments,longclip --n 200 --json")
+    g.add_argument("--methods", default="truncate,chunks,segments,longclip",
+                   help="comma-separated prompt encodings and/or 'rendered' (default: %(default)s)")
+    g.add_argument("--pipeline", metavar="DIR",
+                   help="local diffusers SD-1.5/SDXL directory (default: the embedded one)")
+    g.add_argument("--lora", metavar="DIR", help="a UNet LoRA from 'vision-long train preference' (OUT/model)")
+    g.add_argument("--longclip", metavar="DIR",
+                   help="Long-CLIP text encoder directory for method longclip (default: the pipeline's own encoder "
+                   "when it has more than 77 positions)")
+    g.add_argument("--parser", metavar="DIR", help="cell parser directory (default: the embedded one)")
+    g.add_argument("--steps", type=int, default=25, help="denoising steps (default: %(default)s)")
+    g.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (default: %(default)s)")
+
+
 def cmd_eval(args) -> None:
     if args.suite in BENCHMARK_SUITES:
         return run_suite(args)
     if args.suite == "vqa":
         return cmd_eval_vqa(args)
+    if args.suite == "t2i-alignment":
+        return cmd_eval_t2i_alignment(args)
     from vision_long.eval.long_retrieval import evaluate_long_retrieval, plot_recall_by_length
 
     results = {}
@@ -90,4 +153,5 @@ def register(sub) -> None:
                    "our numbers beside the published ones")
     p.add_argument("--llm-cache", metavar="DIR", help="ProCLIP models: cache the frozen LLM's caption embeddings here")
     add_suites(p)
+    _t2i_alignment_args(p)
     p.set_defaults(func=cmd_eval)

@@ -1,4 +1,5 @@
-"""`vision-long generate`: one image from a long prompt with a local SD-1.5 or SDXL diffusers pipeline."""
+"""`vision-long generate`: one image from a long prompt with a local SD-1.5 or SDXL diffusers pipeline
+(default: the embedded ShapeScenes pipeline, vision_long/assets/t2i-shapescenes)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,14 @@ def register(sub) -> None:
     p = sub.add_parser(
         "generate",
         formatter_class=FORMATTER,
-        help="generate an image from a long prompt with a local SD-1.5 / SDXL pipeline",
+        help="generate an image from a long prompt (embedded ShapeScenes pipeline, or a local SD-1.5 / SDXL one)",
         description="Generate one image from a prompt longer than CLIP's 77 tokens with a local diffusers\n"
         "Stable Diffusion 1.x or SDXL directory, and write a PNG plus a JSON sidecar (prompt, method, seed,\n"
         "segments, token counts, timings). Methods: segments (LongAlign, default), longclip (a Long-CLIP text\n"
-        "encoder from 'vision-long convert ... --to hf'), chunks (compel/lpw 75-token chunks), truncate (stock).",
+        "encoder from 'vision-long convert ... --to hf'), chunks (compel/lpw 75-token chunks), truncate (stock).\n"
+        "Without --pipeline: the embedded 64 px ShapeScenes pipeline (scripts/build_default_t2i.sh builds it).",
         epilog="examples:\n"
+        "  vision-long generate --prompt 'In the top-left cell there is a large red circle. In the center ...'\n"
         "  vision-long generate --prompt-file scene.txt --pipeline ./stable-diffusion-v1-5 --out scene.png\n"
         "  vision-long generate --prompt 'A red circle ... ' --pipeline ./sdxl --method chunks --width 1024 --height 1024\n"
         "  vision-long generate --prompt-file scene.txt --pipeline ./sd15 --method longclip --longclip ./longclip-L-hf",
@@ -61,7 +64,7 @@ def register(sub) -> None:
     source.add_argument("--prompt", metavar="TEXT", help="the prompt")
     source.add_argument("--prompt-file", metavar="F", help="UTF-8 file holding the prompt (lines are joined)")
     p.add_argument("--negative-prompt", default="", metavar="T", help="negative prompt (default: none)")
-    p.add_argument("--pipeline", metavar="DIR", help="local diffusers SD-1.5 or SDXL directory (default: the embedded one)")
+    p.add_argument("--pipeline", metavar="DIR", help="local diffusers SD-1.5 or SDXL directory (default: the embedded ShapeScenes pipeline)")
     p.add_argument("--method", choices=METHODS, default="segments", help="long-prompt encoding (default: %(default)s)")
     p.add_argument("--longclip", metavar="DIR", help="Long-CLIP text encoder directory, for --method longclip")
     p.add_argument("--split", choices=["fixed", "upstream"], default="fixed",

@@ -1,4 +1,4 @@
-"""`vision-long train clip | longclip | proclip | lmm`: the ShapeScenes recipes.
+"""`vision-long train clip | longclip | proclip | lmm | t2i`: the ShapeScenes recipes.
 
 Single process, or unchanged under torchrun.
 """
@@ -32,6 +32,12 @@ def _optim_args(
 def _fill_arg(p) -> None:
     p.add_argument("--fill", type=float, nargs=2, default=[0.7, 0.7], metavar=("LO", "HI"),
                    help="each random scene's cell occupancy is drawn uniformly from [LO, HI] (default: 0.7 0.7)")
+    p.add_argument("--early-hard-fraction", type=float, default=0.0,
+                   help="share of each batch made of groups of 4 differing in one object described within the "
+                   "first 77 tokens (in scenes of density --fill) (default: %(default)s)")
+    p.add_argument("--prefix-fraction", type=float, default=0.0,
+                   help="share of each batch made of groups of 4 sharing their first 77 caption tokens, every "
+                   "object described later redrawn (default: %(default)s)")
 
 
 def _common(args):
@@ -41,7 +47,8 @@ def _common(args):
     optim = OptimConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
                         checkpoint_every=args.checkpoint_every)
     data = SceneData(grids=tuple(args.grids), batch_size=args.batch_size, seed=args.seed, hard_fraction=args.hard_fraction,
-                     fill=tuple(args.fill))
+                     fill=tuple(args.fill), early_hard_fraction=args.early_hard_fraction,
+                     prefix_fraction=args.prefix_fraction)
     return optim, data
 
 
@@ -180,8 +187,199 @@ def _lmm_parser(recipes) -> None:
     lmm.set_defaults(func=cmd_train_lmm)
 
 
+def cmd_train_t2i(args) -> None:
+    from vision_long.training.shapescenes import SceneData
+    from vision_long.training.t2i import STAGE_DEFAULTS, T2IRecipe, train_t2i
+    from vision_long.training.trainer import OptimConfig
+
+    defaults = STAGE_DEFAULTS[args.stage]
+    steps = args.steps or defaults.steps
+    optim = OptimConfig(steps=steps, lr=args.lr or defaults.lr,
+                        warmup=min(defaults.warmup if args.warmup is None else args.warmup, steps),
+                        weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every)
+    data = SceneData(grids=tuple(args.grids), batch_size=args.batch_size or defaults.batch_size, seed=args.seed,
+                     fill=tuple(args.fill))
+    out = train_t2i(T2IRecipe(
+        out_dir=args.out, stage=args.stage, config=args.config, vae=args.vae, text_encoder=args.text_encoder,
+        data=data, optim=optim, kl_weight=args.kl_weight, condition_dropout=args.condition_dropout,
+        snr_gamma=args.snr_gamma, device=args.device, resume=not args.no_resume,
+    ))
+    if is_main():
+        then = (f"then: vision-long train t2i --stage unet --vae {args.out} --out RUN_DIR" if args.stage == "vae"
+                else f"try: vision-long generate --pipeline {out} --prompt-file PROMPT.txt")
+        print(f"saved the trained {args.stage} to {out} ({then})")
+
+
+def _t2i_parser(recipes) -> None:
+    from vision_long.diffusion.small_sd import CONFIGS, DEFAULT_CONFIG
+    from vision_long.training.t2i import (
+        CONDITION_DROPOUT,
+        KL_WEIGHT,
+        MIN_SNR_GAMMA,
+        SCENE_FILL,
+        STAGE_DEFAULTS,
+        STAGES,
+        WEIGHT_DECAY,
+    )
+
+    def per_stage(name: str) -> str:
+        return ", ".join(f"{getattr(d, name)} for {stage}" for stage, d in STAGE_DEFAULTS.items())
+
+    t2i = recipes.add_parser(
+        "t2i", formatter_class=FORMATTER, help="the small text-to-image pipeline: VAE, then UNet",
+        description="Train the small Stable-Diffusion-1.5-layout pipeline on ShapeScenes in two stages:\n"
+        "  vae:  AutoencoderKL, 64 px scenes <-> 16x16x4 latents; L1 + KL; writes OUT/vae\n"
+        "  unet: UNet2DConditionModel, noise-prediction MSE on the frozen VAE's latents, conditioned on the\n"
+        "        long captions through LongAlign segments of the frozen text encoder (default: the embedded\n"
+        "        Long-CLIP's text tower), 10% empty-prompt dropout for guidance; writes OUT/pipeline, a\n"
+        "        diffusers directory for 'vision-long generate --pipeline'.\n"
+        "scripts/build_default_t2i.sh runs both and installs the result as the embedded default.",
+        epilog="examples:\n  vision-long train t2i --stage vae --out runs/t2i/vae\n"
+        "  vision-long train t2i --stage unet --vae runs/t2i/vae --out runs/t2i/unet\n"
+        "  vision-long generate --pipeline runs/t2i/unet/pipeline --prompt 'In the top-left cell there is ...'",
+    )
+    t2i.add_argument("--stage", choices=STAGES, required=True, help="what to train")
+    t2i.add_argument("--config", default=DEFAULT_CONFIG,
+                     help=f"architecture: {' | '.join(CONFIGS)} or a JSON file of SmallSDConfig fields "
+                     "(default: %(default)s)")
+    t2i.add_argument("--vae", metavar="RUN_DIR", help="stage unet: the finished stage-vae run directory (required)")
+    t2i.add_argument("--text-encoder", default="default",
+                     help="stage unet: the CLIP whose text tower conditions the UNet, frozen (default: %(default)s)")
+    t2i.add_argument("--kl-weight", type=float, default=KL_WEIGHT, help="stage vae: KL weight (default: %(default)s)")
+    t2i.add_argument("--condition-dropout", type=float, default=CONDITION_DROPOUT,
+                     help="stage unet: share of captions replaced by the empty prompt (default: %(default)s)")
+    t2i.add_argument("--snr-gamma", type=float, default=MIN_SNR_GAMMA,
+                     help="stage unet: Min-SNR loss weighting min(SNR, G) / SNR; 0: plain MSE (default: %(default)s)")
+    t2i.add_argument("--steps", type=int, help=f"optimizer steps (default: {per_stage('steps')})")
+    t2i.add_argument("--batch-size", type=int,
+                     help=f"scenes per step per process (default: {per_stage('batch_size')})")
+    t2i.add_argument("--lr", type=float, help=f"peak learning rate (default: {per_stage('lr')})")
+    t2i.add_argument("--warmup", type=int, help=f"linear warm-up steps (default: {per_stage('warmup')})")
+    t2i.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="AdamW weight decay (default: %(default)s)")
+    t2i.add_argument("--grids", type=int, nargs="+", default=[3], help="grid sizes to train on (default: 3)")
+    t2i.add_argument("--fill", type=float, nargs=2, default=list(SCENE_FILL), metavar=("LO", "HI"),
+                     help=f"each scene's cell occupancy is drawn uniformly from [LO, HI] (default: {SCENE_FILL[0]} {SCENE_FILL[1]})")
+    t2i.add_argument("--seed", type=int, default=0, help="run seed: initialisation, scenes and noise (default: 0)")
+    t2i.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default: %(default)s)")
+    t2i.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    t2i.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
+    t2i.add_argument("--out", required=True, help="run directory: log.jsonl, checkpoint/, model/ and vae/ or pipeline/")
+    t2i.set_defaults(func=cmd_train_t2i)
+
+
+def cmd_train_cell_parser(args) -> None:
+    from vision_long.eval.alignment import CellData, CellParserRecipe, train_cell_parser
+    from vision_long.training.trainer import OptimConfig
+
+    optim = OptimConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
+                        checkpoint_every=args.checkpoint_every, log_every=50)
+    _, held_out = train_cell_parser(CellParserRecipe(
+        out_dir=args.out, data=CellData(batch_size=args.batch_size, seed=args.seed), optim=optim,
+        held_out_scenes=args.held_out, device=args.device, resume=not args.no_resume))
+    for m in held_out:
+        print(f"held-out {m['grid']}x{m['grid']} at {m['image_size']} px ({m['n']} scenes, {m['n_objects']} objects): "
+              + ", ".join(f"{k} {100 * m[k]:.2f}"
+                          for k in ("presence", "color", "shape", "size", "empty_cells", "exact_all")))
+    print(f"saved the cell parser to {args.out}/model (held-out accuracy: {args.out}/held_out.json); "
+          f"install it with: cp {args.out}/model/* vision_long/assets/cell-parser/")
+
+
+def _cell_parser_parser(recipes) -> None:
+    p = recipes.add_parser(
+        "cell-parser", formatter_class=FORMATTER, help="the tiny CNN that reads ShapeScenes cells (alignment metric)",
+        description="Train the classifier behind 'vision-long eval --suite t2i-alignment': a tiny CNN that reads one\n"
+        "grid cell (object or empty; color, shape, size). Cells are cut from rendered training scenes of grids\n"
+        "2-6 at random resolutions (cells 10-48 px), with jittered crops and pixel noise. Afterwards the held-out\n"
+        "accuracy on rendered evaluation scenes is printed and written to OUT/held_out.json. About 4 minutes on one\n"
+        "CPU thread at the defaults.",
+        epilog="example:\n  vision-long train cell-parser --out runs/cell-parser\n"
+        "  cp runs/cell-parser/model/* vision_long/assets/cell-parser/",
+    )
+    p.add_argument("--steps", type=int, default=1500, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="cells per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: initialisation and cell order (default: 0)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
+    p.add_argument("--held-out", type=int, default=300,
+                   help="evaluation scenes per held-out setting reported after training (default: %(default)s)")
+    p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
+    p.add_argument("--out", required=True,
+                   help="run directory: log.jsonl, checkpoint/, the final model/, held_out.json")
+    p.set_defaults(func=cmd_train_cell_parser)
+
+
+def cmd_train_preference(args) -> None:
+    from vision_long.diffusion.preference import (
+        LORA_TARGETS,
+        PreferenceRecipe,
+        SamplingConfig,
+        train_preference,
+    )
+    from vision_long.training.shapescenes import SceneData
+    from vision_long.training.trainer import OptimConfig
+
+    optim = OptimConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay, beta2=0.999,
+                        eps=1e-8, grad_clip=0.3, checkpoint_every=args.checkpoint_every, log_every=1)
+    sampling = SamplingConfig(steps=args.sample_steps, grad_steps=args.grad_steps, guidance=args.guidance,
+                              method=args.method)
+    train_preference(PreferenceRecipe(
+        out_dir=args.out, pipeline=args.pipeline, reward=args.reward, w=args.w, rank=args.rank, alpha=args.alpha,
+        targets=tuple(args.targets or LORA_TARGETS), sampling=sampling,
+        data=SceneData(grids=tuple(args.grids), batch_size=args.batch_size, seed=args.seed),
+        optim=optim, device=args.device, resume=not args.no_resume))
+    if is_main():
+        print(f"saved the LoRA to {args.out}/model (log: {args.out}/log.jsonl); evaluate it with:\n"
+              f"  vision-long eval --suite t2i-alignment --methods segments --lora {args.out}/model"
+              + (f" --pipeline {args.pipeline}" if args.pipeline else ""))
+
+
+def _preference_parser(recipes) -> None:
+    from vision_long.diffusion.prompts import METHODS
+
+    p = recipes.add_parser(
+        "preference", formatter_class=FORMATTER, help="LongAlign's decomposed preference optimization (UNet LoRA)",
+        description="Reward fine-tuning of a LoRA on an SD-1.x pipeline's UNet (LongAlign, scaled down): DDIM with\n"
+        "guidance over ShapeScenes training captions, gradients at --grad-steps of the --sample-steps (one per\n"
+        "block, UNet inputs detached), the predicted x0 decoded by the VAE, reward = the segment-level score of\n"
+        "--reward with its text-irrelevant part weighted by --w (1: plain score). log.jsonl holds the reward, the\n"
+        "plain score and its text-relevant and text-irrelevant parts per step. The LoRA is saved to OUT/model.",
+        epilog="examples:\n  vision-long train preference --w 0.3 --out runs/pref-w03\n"
+        "  vision-long train preference --w 1 --out runs/pref-w1 --steps 200\n"
+        "then: vision-long eval --suite t2i-alignment --methods segments --lora runs/pref-w03/model --n 200",
+    )
+    p.add_argument("--pipeline", metavar="DIR", help="local SD-1.x diffusers directory (default: the embedded one)")
+    p.add_argument("--reward", default="default", help="reward model, a model spec (default: %(default)s)")
+    p.add_argument("--w", type=float, default=0.3,
+                   help="weight of the text-irrelevant part, 0..1 (default: %(default)s)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: the rank, i.e. scale 1)")
+    p.add_argument("--targets", nargs="+", default=None,
+                   help="peft target modules (default: to_q to_k to_v to_out.0, the attention projections)")
+    p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps per sample (default: %(default)s)")
+    p.add_argument("--grad-steps", type=int, default=2,
+                   help="steps with gradients, one per block; must divide --sample-steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (default: %(default)s)")
+    p.add_argument("--method", choices=[m for m in METHODS if m != "longclip"], default="segments",
+                   help="prompt encoding for the UNet (default: %(default)s)")
+    p.add_argument("--grids", type=int, nargs="+", default=[3], help="scene grid sizes of the prompts (default: 3)")
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="prompts per step per process (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=20, help="linear warm-up steps (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: initialisation, prompts and noise (default: 0)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (default: %(default)s)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
+    p.add_argument("--out", required=True, help="run directory: log.jsonl, checkpoint/, and the LoRA in model/")
+    p.set_defaults(func=cmd_train_preference)
+
+
 def register(sub) -> None:
-    """Add `train clip`, `train longclip`, `train proclip` and `train lmm`."""
+    """Add `train clip`, `train longclip`, `train proclip`, `train lmm` and `train t2i`."""
     train = sub.add_parser("train", help="train models on ShapeScenes", formatter_class=FORMATTER,
                            description="Training recipes. Every run writes OUT/log.jsonl, checkpoints to OUT/checkpoint\n"
                            "(resumed automatically) and the final model to OUT/model. Multi-process:\n"
@@ -250,3 +448,6 @@ def register(sub) -> None:
     pro.set_defaults(func=cmd_train_proclip)
 
     _lmm_parser(recipes)
+    _t2i_parser(recipes)
+    _cell_parser_parser(recipes)
+    _preference_parser(recipes)

@@ -16,7 +16,7 @@ SD15, SDXL = "sd15", "sdxl"
 KIND_NAMES = {SD15: "Stable Diffusion 1.x", SDXL: "Stable Diffusion XL"}
 _SD15_COMPONENTS = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
 _SDXL_COMPONENTS = (*_SD15_COMPONENTS, "text_encoder_2", "tokenizer_2")
-# The embedded default text-to-image pipeline (trained on ShapeScenes by its own issue; absent until then).
+# The embedded default text-to-image pipeline (diffusion/small_sd.py; scripts/build_default_t2i.sh installs it).
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "assets" / "t2i-shapescenes"
 
 
@@ -79,8 +79,9 @@ def resolve_pipeline_dir(directory: str | Path | None) -> Path:
     if not (DEFAULT_PIPELINE / "model_index.json").is_file():
         raise PipelineError(
             "no pipeline given and the embedded default text-to-image pipeline "
-            "(vision_long/assets/t2i-shapescenes) is not installed yet; pass --pipeline DIR with a local "
-            "diffusers SD-1.5 or SDXL directory"
+            "(vision_long/assets/t2i-shapescenes) is not installed yet; build it with "
+            "'bash scripts/build_default_t2i.sh' (ShapeScenes, about 90 minutes on 2 CPU cores) or pass "
+            "--pipeline DIR with a local diffusers SD-1.5 or SDXL directory"
         )
     return DEFAULT_PIPELINE
 
