@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from tqdm.auto import tqdm
+
 import torch
 from PIL import Image
 
@@ -47,3 +49,29 @@ def preprocess_images(
             raise TypeError(f"image {offset + i} is a {type(image).__name__}, expected a PIL.Image.Image")
         tensors.append(preprocess(image))
     return torch.stack(tensors)
+
+
+def encode_image_batches(
+    images: list[Image.Image] | torch.Tensor,
+    encode_pixels: Callable[[torch.Tensor], torch.Tensor],
+    preprocess: Callable[[Image.Image], torch.Tensor],
+    image_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Image features (not normalized) Tensor[N, D] of PIL images (preprocessed here) or a Tensor[N, 3, H, W].
+
+    The `encode_image` loop every encoder family shares: batches of `batch_size`, inputs validated with their
+    position in the input named, pixels moved to the tower's device and dtype.
+    """
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="encode images", unit="batch", disable=not progress):
+        chunk = images[start : start + batch_size]
+        if isinstance(images, torch.Tensor):
+            pixels = check_pixels(chunk, image_size)
+        else:
+            pixels = preprocess_images(chunk, preprocess, offset=start)
+        out.append(encode_pixels(pixels.to(device, dtype)))
+    return torch.cat(out) if out else torch.empty(0, 0, device=device, dtype=dtype)

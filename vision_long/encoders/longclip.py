@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from vision_long.encoders.batching import check_pixels, ids_to_lists, length_sorted_batches, preprocess_images
+from vision_long.encoders.batching import encode_image_batches, ids_to_lists, length_sorted_batches
 from vision_long.encoders.clip_text import KEEP_POSITIONS, CLIPTextTower, TextConfig
 from vision_long.encoders.text_transformer import ACTIVATIONS
 from vision_long.tokenization import LONGCLIP_CONTEXT, CLIPTokenizer, TokenizerConfig
@@ -194,15 +194,8 @@ class LongCLIP(CLIPTextTower):
         progress: bool = False,
     ) -> torch.Tensor:
         """Embed PIL images (preprocessed here) or an already preprocessed Tensor[N, 3, H, W] into Tensor[N, D]."""
-        n = len(images)
-        out = torch.empty(n, self.embed_dim, device=self.device, dtype=self.dtype)
-        for start in tqdm(range(0, n, batch_size), desc="encode images", unit="batch", disable=not progress):
-            chunk = images[start : start + batch_size]
-            if isinstance(images, torch.Tensor):
-                pixels = check_pixels(chunk, self.image_size)
-            else:
-                pixels = preprocess_images(chunk, self.preprocess, offset=start)
-            out[start : start + len(chunk)] = self.encode_pixels(pixels.to(self.device, self.dtype))
+        out = encode_image_batches(images, self.encode_pixels, self.preprocess, self.image_size, self.device,
+                                   self.dtype, batch_size, progress).reshape(len(images), self.embed_dim)
         return F.normalize(out, dim=-1) if normalize else out
 
     # --- conversions -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from vision_long.encoders.batching import check_pixels, preprocess_images
+from vision_long.encoders.batching import encode_image_batches
 from vision_long.encoders.llm_embedder import LLMConfig, LLMEmbedder
 from vision_long.encoders.longclip import LOGIT_SCALE_INIT, VisionConfig
 from vision_long.encoders.text_transformer import ACTIVATIONS
@@ -192,15 +192,8 @@ class ProCLIPEncoder(nn.Module):
         progress: bool = False,
     ) -> torch.Tensor:
         """Embed PIL images (preprocessed here) or an already preprocessed Tensor[N, 3, H, W] into Tensor[N, D]."""
-        out = []
-        for start in tqdm(range(0, len(images), batch_size), desc="encode images", unit="batch", disable=not progress):
-            chunk = images[start : start + batch_size]
-            if isinstance(images, torch.Tensor):
-                pixels = check_pixels(chunk, self.image_size)
-            else:
-                pixels = preprocess_images(chunk, self.preprocess, offset=start)
-            out.append(self.encode_pixels(pixels.to(self.device, self.dtype)))
-        feats = torch.cat(out) if out else torch.empty(0, self.embed_dim, device=self.device, dtype=self.dtype)
+        feats = encode_image_batches(images, self.encode_pixels, self.preprocess, self.image_size, self.device,
+                                     self.dtype, batch_size, progress).reshape(len(images), self.embed_dim)
         return F.normalize(feats, dim=-1) if normalize else feats
 
     def num_parameters(self) -> int:
