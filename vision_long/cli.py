@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vision_long.checkpoints import CheckpointError
-from vision_long.commands import evaluate, generate, lmm, models, quickstart, retrieval, train
+from vision_long.commands import demo, evaluate, generate, lmm, models, quickstart, retrieval, train
 from vision_long.commands.common import FORMATTER, CLIError
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.register(sub)
     retrieval.register(sub)
     lmm.register(sub)
+    demo.register(sub)
     return parser
 
 
