@@ -331,3 +331,18 @@ def test_dataset_indexing_and_transform():
     assert batch["caption"][1] == random_scene(1, mixed.grid_for(1)).caption()
     with pytest.raises(ValueError, match="grid"):
         ShapeScenesDataset(range(3), grid=(4, 2))
+
+
+def test_partial_caption_names_a_seeded_subset_of_the_objects_in_reading_order():
+    scene = random_scene(5, grid=3, fill=1.0)
+    objects = [text for index, text in scene.sentences() if index is not None]
+    assert scene.partial_caption(1.0) == " ".join(objects)  # keep everything: the caption without distractors
+    for seed in range(20):
+        caption = scene.partial_caption(0.4, seed)
+        assert caption == scene.partial_caption(0.4, seed)  # seeded
+        kept = [text for text in objects if text in caption]
+        assert kept and " ".join(kept) == caption  # a non-empty ordered subset, nothing else
+    assert len({scene.partial_caption(0.4, seed) for seed in range(20)}) > 10
+    assert scene.partial_caption(1e-9, 0) in objects  # at least one sentence
+    with pytest.raises(ValueError, match="keep must be in"):
+        scene.partial_caption(0.0)

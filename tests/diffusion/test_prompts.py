@@ -21,19 +21,39 @@ def _content_tokens(tokenizer, text):
     return len(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
 
 
+LLM_TOKENS = 16  # rows of the tiny LLM branch of method segments+llm
+
+
 def _expected_length(method, pipe, prompt):
     chunks = math.ceil(_content_tokens(pipe.tokenizer, prompt) / 75)
-    return {"segments": 240, "longclip": 248, "chunks": 77 * chunks, "truncate": 77}[method]
+    return {"segments": 240, "longclip": 248, "chunks": 77 * chunks, "truncate": 77,
+            "segments+llm": 240 + LLM_TOKENS}[method]
+
+
+def _llm_branch(llm_dir, width):
+    """The tiny LLM (32 wide) through a random adapter to the UNet's width."""
+    from vision_long.diffusion.conditioning import (
+        LLMBranch,
+        LLMBranchConfig,
+        TextAdapter,
+    )
+    from vision_long.encoders.llm_embedder import LLMConfig, LLMEmbedder
+
+    embedder = LLMEmbedder(LLMConfig(name=llm_dir))
+    return LLMBranch(embedder, TextAdapter(32, 16, width).eval(), LLMBranchConfig(embedder.config, LLM_TOKENS))
 
 
 @pytest.mark.parametrize("kind", ["sd15", "sdxl"])
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_runs_end_to_end(kind, method, request, prompt_400, longclip_dir):
+def test_every_method_runs_end_to_end(kind, method, request, prompt_400, longclip_dir, tiny_llm_dir):
     pipe = request.getfixturevalue(kind)
     assert _content_tokens(pipe.tokenizer, prompt_400) >= 400
-    extra = {"longclip_text_encoder": longclip_dir} if method == "longclip" else {}
-    kwargs = encode_long_prompt(pipe, prompt_400, NEGATIVE, method=method, **extra)
     width = 32 if kind == "sd15" else 64
+    extra = {"longclip_text_encoder": longclip_dir} if method == "longclip" else {}
+    if method == "segments+llm":
+        extra = {"llm": _llm_branch(tiny_llm_dir, width)}
+    with torch.no_grad():
+        kwargs = encode_long_prompt(pipe, prompt_400, NEGATIVE, method=method, **extra)
     shape = (1, _expected_length(method, pipe, prompt_400), width)
     assert kwargs["prompt_embeds"].shape == kwargs["negative_prompt_embeds"].shape == shape
     if kind == "sdxl":

@@ -100,6 +100,23 @@ def test_split_at_token_77():
     assert only_early["acc_after_77"] is None and only_early["n_after_77"] == 0
 
 
+def test_split_at_tokens_77_and_240():
+    scene = random_scene(10_000_321, 6, fill=1.0)
+    starts = {i: start for i, start, _ in scene.sentence_spans(default_tokenizer()) if i is not None}
+    middle = {i for i, start in starts.items() if CLIP_CONTEXT <= start < 240}
+    late = {i for i, start in starts.items() if start >= 240}
+    assert middle and late and len(starts) == 36  # a full 6 x 6 caption runs far past token 240
+    parsed = tuple(bare(o) if i in middle else None for i, o in enumerate(scene.objects))
+    m = alignment_metrics([scene], [parsed])
+    assert (m["acc_before_77"], m["acc_77_to_240"], m["acc_after_240"]) == (0.0, 1.0, 0.0)
+    assert (m["n_before_77"], m["n_77_to_240"], m["n_after_240"]) == (36 - len(middle) - len(late), len(middle),
+                                                                      len(late))
+    assert m["n_after_77"] == len(middle) + len(late)
+    assert m["acc_after_77"] == round(len(middle) / (len(middle) + len(late)), 4)
+    three = alignment_metrics([random_scene(10_000_123, 3)], [(None,) * 9])
+    assert three["acc_after_240"] is None and three["n_after_240"] == 0  # a 3 x 3 caption ends before 240
+
+
 def test_crop_cells_any_resolution():
     scene = Scene(3, (None,) * 5 + (SceneObject("square", "blue", "large"),) + (None,) * 3)
     for size in (48, 64, 100):

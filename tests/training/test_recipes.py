@@ -88,3 +88,15 @@ def test_torchrun_two_ranks_equals_one_process_with_the_global_batch(tmp_path):
     single = load_encoder(str(tmp_path / "single" / "model"), stretch=False).state_dict()
     for name, value in single.items():
         assert torch.allclose(ddp[name], value, atol=1e-5), name
+
+
+def test_partial_captions_replace_the_long_captions_only():
+    full = SceneData(batch_size=4, seed=1)
+    partial = SceneData(batch_size=4, seed=1, partial_captions=0.3)
+    images, captions, shorts = full.batch(3, 32)
+    p_images, p_captions, p_shorts = partial.batch(3, 32)
+    assert [im.tobytes() for im in images] == [im.tobytes() for im in p_images] and shorts == p_shorts
+    assert p_captions != captions and all(len(p) <= len(c) for p, c in zip(p_captions, captions, strict=True))
+    assert p_captions == partial.batch(3, 32)[1]  # a pure function of (seed, step)
+    with pytest.raises(ValueError, match="partial_captions must be in"):
+        SceneData(partial_captions=1.5)

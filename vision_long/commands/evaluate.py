@@ -55,10 +55,15 @@ def cmd_eval_t2i_alignment(args) -> None:
             from vision_long.diffusion.preference import load_lora
 
             load_lora(pipe, args.lora)
+        if args.adapter:
+            from vision_long.diffusion.conditioning import load_llm_conditioning
+
+            load_llm_conditioning(pipe, args.adapter, device=device)
         if "longclip" in methods:
             suite.encode_kwargs = longclip_kwargs(pipe, args.longclip)
     for m in evaluate_t2i_alignment(suite, parser, pipe, progress=not args.json):
-        m = {**m, "pipeline": None if pipe is None else (args.pipeline or "default"), "lora": args.lora}
+        m = {**m, "pipeline": None if pipe is None else (args.pipeline or "default"), "lora": args.lora,
+             "adapter": args.adapter}
         if args.json:
             print(json.dumps(m))
         else:
@@ -82,6 +87,8 @@ def _t2i_alignment_args(p) -> None:
     g.add_argument("--pipeline", metavar="DIR",
                    help="local diffusers SD-1.5/SDXL directory (default: the embedded one)")
     g.add_argument("--lora", metavar="DIR", help="a UNet LoRA from 'vision-long train preference' (OUT/model)")
+    g.add_argument("--adapter", metavar="DIR", help="the LLM branch of 'vision-long train t2i --conditioning "
+                   "segments+llm' (OUT/adapter), for method segments+llm")
     g.add_argument("--longclip", metavar="DIR",
                    help="Long-CLIP text encoder directory for method longclip (default: the pipeline's own encoder "
                    "when it has more than 77 positions)")

@@ -5,7 +5,7 @@ Single process, or unchanged under torchrun.
 
 from __future__ import annotations
 
-from vision_long.commands.common import FORMATTER
+from vision_long.commands.common import FORMATTER, CLIError
 from vision_long.distributed import is_main
 
 
@@ -38,6 +38,10 @@ def _fill_arg(p) -> None:
     p.add_argument("--prefix-fraction", type=float, default=0.0,
                    help="share of each batch made of groups of 4 sharing their first 77 caption tokens, every "
                    "object described later redrawn (default: %(default)s)")
+    p.add_argument("--partial-captions", type=float, metavar="P",
+                   help="train on captions naming a random subset of the objects (each kept with probability P) "
+                   "instead of the full reading-order caption: how a pretrained CLIP's short captions name any "
+                   "part of an image (default: off)")
 
 
 def _common(args):
@@ -48,7 +52,7 @@ def _common(args):
                         checkpoint_every=args.checkpoint_every)
     data = SceneData(grids=tuple(args.grids), batch_size=args.batch_size, seed=args.seed, hard_fraction=args.hard_fraction,
                      fill=tuple(args.fill), early_hard_fraction=args.early_hard_fraction,
-                     prefix_fraction=args.prefix_fraction)
+                     prefix_fraction=args.prefix_fraction, partial_captions=args.partial_captions)
     return optim, data
 
 
@@ -169,7 +173,9 @@ def _lmm_parser(recipes) -> None:
                       help="high crops kept per medium crop by v1 zoom (default: %(default)s)")
     zoom.add_argument("--text-encoder", default="default",
                       help="the long-text CLIP that ranks crops for text zoom (default: %(default)s)")
-    zoom.add_argument("--grid", type=int, default=6, help="scene grid of the VQA items (default: %(default)s)")
+    zoom.add_argument("--grid", type=int, default=6,
+                      help="scene grid of the VQA items; every other item uses a 2 x 2 or 3 x 3 grid instead, so the "
+                      "model first learns to read objects from crops (default: %(default)s)")
     zoom.add_argument("--image-size", type=int, default=384,
                       help="VQA image side in pixels; 384 = 6 high crops x 64 px, one cell each (default: %(default)s)")
     run = lmm.add_argument_group("optimization")
@@ -189,62 +195,102 @@ def _lmm_parser(recipes) -> None:
 
 def cmd_train_t2i(args) -> None:
     from vision_long.training.shapescenes import SceneData
-    from vision_long.training.t2i import STAGE_DEFAULTS, T2IRecipe, train_t2i
+    from vision_long.training.t2i import (
+        LLM_GRIDS,
+        STAGE_DEFAULTS,
+        LLMSettings,
+        T2IRecipe,
+        train_t2i,
+    )
     from vision_long.training.trainer import OptimConfig
 
-    defaults = STAGE_DEFAULTS[args.stage]
+    llm = args.conditioning == "segments+llm"
+    stage = args.stage or ("unet" if llm else None)
+    if stage is None:
+        raise CLIError("--stage is required (vae or unet); only --conditioning segments+llm implies unet")
+    defaults = STAGE_DEFAULTS[args.conditioning if llm else stage]
     steps = args.steps or defaults.steps
     optim = OptimConfig(steps=steps, lr=args.lr or defaults.lr,
                         warmup=min(defaults.warmup if args.warmup is None else args.warmup, steps),
                         weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every)
-    data = SceneData(grids=tuple(args.grids), batch_size=args.batch_size or defaults.batch_size, seed=args.seed,
+    grids = args.grids or (LLM_GRIDS if llm else [3])
+    data = SceneData(grids=tuple(grids), batch_size=args.batch_size or defaults.batch_size, seed=args.seed,
                      fill=tuple(args.fill))
     out = train_t2i(T2IRecipe(
-        out_dir=args.out, stage=args.stage, config=args.config, vae=args.vae, text_encoder=args.text_encoder,
+        out_dir=args.out, stage=stage, config=args.config, vae=args.vae, text_encoder=args.text_encoder,
+        conditioning=args.conditioning, pipeline=args.pipeline,
+        llm=LLMSettings(llm=args.llm, tokens=args.llm_tokens, adapter_width=args.adapter_width, rank=args.rank),
         data=data, optim=optim, kl_weight=args.kl_weight, condition_dropout=args.condition_dropout,
         snr_gamma=args.snr_gamma, device=args.device, resume=not args.no_resume,
     ))
     if is_main():
-        then = (f"then: vision-long train t2i --stage unet --vae {args.out} --out RUN_DIR" if args.stage == "vae"
+        if llm:
+            print(f"saved the text adapter and its UNet LoRA to {out} (try: vision-long generate --pipeline "
+                  f"{args.pipeline} --adapter {out} --prompt-file PROMPT.txt)")
+            return
+        then = (f"then: vision-long train t2i --stage unet --vae {args.out} --out RUN_DIR" if stage == "vae"
                 else f"try: vision-long generate --pipeline {out} --prompt-file PROMPT.txt")
-        print(f"saved the trained {args.stage} to {out} ({then})")
+        print(f"saved the trained {stage} to {out} ({then})")
 
 
 def _t2i_parser(recipes) -> None:
     from vision_long.diffusion.small_sd import CONFIGS, DEFAULT_CONFIG
     from vision_long.training.t2i import (
         CONDITION_DROPOUT,
+        CONDITIONINGS,
         KL_WEIGHT,
+        LLM_GRIDS,
         MIN_SNR_GAMMA,
         SCENE_FILL,
         STAGE_DEFAULTS,
         STAGES,
         WEIGHT_DECAY,
+        LLMSettings,
     )
 
     def per_stage(name: str) -> str:
         return ", ".join(f"{getattr(d, name)} for {stage}" for stage, d in STAGE_DEFAULTS.items())
 
+    llm = LLMSettings()
     t2i = recipes.add_parser(
-        "t2i", formatter_class=FORMATTER, help="the small text-to-image pipeline: VAE, then UNet",
+        "t2i", formatter_class=FORMATTER, help="the small text-to-image pipeline: VAE, UNet, LLM adapter",
         description="Train the small Stable-Diffusion-1.5-layout pipeline on ShapeScenes in two stages:\n"
         "  vae:  AutoencoderKL, 64 px scenes <-> 16x16x4 latents; L1 + KL; writes OUT/vae\n"
         "  unet: UNet2DConditionModel, noise-prediction MSE on the frozen VAE's latents, conditioned on the\n"
         "        long captions through LongAlign segments of the frozen text encoder (default: the embedded\n"
         "        Long-CLIP's text tower), 10% empty-prompt dropout for guidance; writes OUT/pipeline, a\n"
         "        diffusers directory for 'vision-long generate --pipeline'.\n"
-        "scripts/build_default_t2i.sh runs both and installs the result as the embedded default.",
+        "scripts/build_default_t2i.sh runs both and installs the result as the embedded default.\n"
+        "--conditioning segments+llm (LongAlign's LongSD branch; implies --stage unet) starts from a finished\n"
+        "pipeline (--pipeline) and trains a text adapter over a frozen LLM's per-token states (--llm, default the\n"
+        "offline MiniLM) together with a UNet LoRA, on conditioning [240 segment rows | --llm-tokens adapted LLM\n"
+        "rows] and scenes of grids 3-6 (captions up to ~750 tokens). Writes OUT/adapter (the adapter, llm.json and\n"
+        "the LoRA in lora/) for 'vision-long generate --adapter' (the LoRA alone is also OUT/model).",
         epilog="examples:\n  vision-long train t2i --stage vae --out runs/t2i/vae\n"
         "  vision-long train t2i --stage unet --vae runs/t2i/vae --out runs/t2i/unet\n"
-        "  vision-long generate --pipeline runs/t2i/unet/pipeline --prompt 'In the top-left cell there is ...'",
+        "  vision-long generate --pipeline runs/t2i/unet/pipeline --prompt 'In the top-left cell there is ...'\n"
+        "  vision-long train t2i --conditioning segments+llm --pipeline runs/t2i/unet/pipeline --out runs/t2i/llm\n"
+        "  vision-long generate --pipeline runs/t2i/unet/pipeline --adapter runs/t2i/llm/adapter --prompt-file scene.txt",
     )
-    t2i.add_argument("--stage", choices=STAGES, required=True, help="what to train")
+    t2i.add_argument("--stage", choices=STAGES, help="what to train (required unless --conditioning segments+llm)")
+    t2i.add_argument("--conditioning", choices=CONDITIONINGS, default="segments",
+                     help="stage unet: segments trains a new UNet; segments+llm trains an LLM adapter and a UNet LoRA "
+                     "on --pipeline (default: %(default)s)")
     t2i.add_argument("--config", default=DEFAULT_CONFIG,
                      help=f"architecture: {' | '.join(CONFIGS)} or a JSON file of SmallSDConfig fields "
                      "(default: %(default)s)")
     t2i.add_argument("--vae", metavar="RUN_DIR", help="stage unet: the finished stage-vae run directory (required)")
     t2i.add_argument("--text-encoder", default="default",
                      help="stage unet: the CLIP whose text tower conditions the UNet, frozen (default: %(default)s)")
+    t2i.add_argument("--pipeline", metavar="DIR",
+                     help="segments+llm: the finished pipeline to adapt (OUT/pipeline of --stage unet; required)")
+    t2i.add_argument("--llm", default=llm.llm,
+                     help="segments+llm: the frozen text model, 'minilm' or a transformers directory (default: %(default)s)")
+    t2i.add_argument("--llm-tokens", type=int, default=llm.tokens,
+                     help="segments+llm: rows of the LLM branch; longer prompts are cut (default: %(default)s)")
+    t2i.add_argument("--adapter-width", type=int, default=llm.adapter_width,
+                     help="segments+llm: the adapter's intermediate width (default: %(default)s)")
+    t2i.add_argument("--rank", type=int, default=llm.rank, help="segments+llm: UNet LoRA rank (default: %(default)s)")
     t2i.add_argument("--kl-weight", type=float, default=KL_WEIGHT, help="stage vae: KL weight (default: %(default)s)")
     t2i.add_argument("--condition-dropout", type=float, default=CONDITION_DROPOUT,
                      help="stage unet: share of captions replaced by the empty prompt (default: %(default)s)")
@@ -256,14 +302,16 @@ def _t2i_parser(recipes) -> None:
     t2i.add_argument("--lr", type=float, help=f"peak learning rate (default: {per_stage('lr')})")
     t2i.add_argument("--warmup", type=int, help=f"linear warm-up steps (default: {per_stage('warmup')})")
     t2i.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="AdamW weight decay (default: %(default)s)")
-    t2i.add_argument("--grids", type=int, nargs="+", default=[3], help="grid sizes to train on (default: 3)")
+    t2i.add_argument("--grids", type=int, nargs="+",
+                     help=f"grid sizes to train on (default: 3; {' '.join(map(str, LLM_GRIDS))} for segments+llm)")
     t2i.add_argument("--fill", type=float, nargs=2, default=list(SCENE_FILL), metavar=("LO", "HI"),
                      help=f"each scene's cell occupancy is drawn uniformly from [LO, HI] (default: {SCENE_FILL[0]} {SCENE_FILL[1]})")
     t2i.add_argument("--seed", type=int, default=0, help="run seed: initialisation, scenes and noise (default: 0)")
     t2i.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default: %(default)s)")
     t2i.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     t2i.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
-    t2i.add_argument("--out", required=True, help="run directory: log.jsonl, checkpoint/, model/ and vae/ or pipeline/")
+    t2i.add_argument("--out", required=True,
+                     help="run directory: log.jsonl, checkpoint/, model/ and vae/, pipeline/ or adapter/")
     t2i.set_defaults(func=cmd_train_t2i)
 
 
@@ -337,7 +385,7 @@ def cmd_train_preference(args) -> None:
 
 
 def _preference_parser(recipes) -> None:
-    from vision_long.diffusion.prompts import METHODS
+    from vision_long.diffusion.prompts import LLM_METHOD, METHODS
 
     p = recipes.add_parser(
         "preference", formatter_class=FORMATTER, help="LongAlign's decomposed preference optimization (UNet LoRA)",
@@ -362,7 +410,7 @@ def _preference_parser(recipes) -> None:
     p.add_argument("--grad-steps", type=int, default=2,
                    help="steps with gradients, one per block; must divide --sample-steps (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (default: %(default)s)")
-    p.add_argument("--method", choices=[m for m in METHODS if m != "longclip"], default="segments",
+    p.add_argument("--method", choices=[m for m in METHODS if m not in ("longclip", LLM_METHOD)], default="segments",
                    help="prompt encoding for the UNet (default: %(default)s)")
     p.add_argument("--grids", type=int, nargs="+", default=[3], help="scene grid sizes of the prompts (default: 3)")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps (default: %(default)s)")

@@ -231,6 +231,21 @@ class Scene:
         """The long caption: every sentence, joined by single spaces."""
         return " ".join(text for _, text in self.sentences())
 
+    def partial_caption(self, keep: float, seed: int = 0) -> str:
+        """A caption naming a random subset of the objects, in reading order, without distractors: each object's
+        sentence is kept with probability `keep` (at least one is), drawn from (scene seed, `seed`).
+
+        What a pretrained CLIP's captions are like: short, each about a few things anywhere in the image. Training
+        the 77-token stand-in on these (cut at 77 tokens) names every cell of a dense grid equally often, so its
+        image tower learns to see all of them; reading-order captions cut at 77 only ever name the first rows.
+        """
+        if not 0 < keep <= 1:
+            raise ValueError(f"keep must be in (0, 1], got {keep}")
+        objects = [text for index, text in self.sentences() if index is not None]
+        rng = random.Random(f"partial/{self.seed}/{seed}")
+        kept = [text for text in objects if rng.random() < keep] or [rng.choice(objects)]
+        return " ".join(kept)
+
     def short_caption(self) -> str:
         """The first sentence of the long caption: always the first object's sentence."""
         return self.sentences()[0][1]

@@ -22,6 +22,7 @@ from vision_long.diffusion.pipelines import (
     pipeline_kind,
 )
 from vision_long.diffusion.prompts import (
+    LLM_METHOD,
     METHODS,
     PromptError,
     check_prompts,
@@ -80,7 +81,7 @@ def prompt_report(
     count = token_counter(pipe.tokenizer)
     tokens = count(prompt) + 2
     report: dict = {"tokens": tokens, "segments": None}
-    if method == "segments":
+    if method in ("segments", LLM_METHOD):  # segments+llm: the same CLIP segments, then the LLM's tokens
         segments = split_segments(prompt, options.split_mode, count)
         lengths = [count(s) + 2 for s in segments]
         merged = merged_length([min(n, SEGMENT_CONTEXT) for n in lengths], options.first_start_only)

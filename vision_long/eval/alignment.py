@@ -5,9 +5,13 @@ which color, shape and size. A scene's objects are then scored against the groun
 attributes presence, color, shape and size (color, shape and size count as correct only when the object was
 found), averaged. `acc_before_77` / `acc_after_77` split the objects by whether their caption sentence starts
 before token 77 (the full CLIP tokenizer at context 248, `Scene.sentence_spans`): a text encoder cut at 77 tokens
-never sees the second group. The `t2i-alignment` suite generates one image per evaluation scene's long caption
-with each prompt encoding (`encode_long_prompt`; the same seed per prompt across methods) and reports these
-numbers per method; method "rendered" parses the scenes' own renders, i.e. the parser's own accuracy.
+never sees the second group. `acc_77_to_240` / `acc_after_240` split the second group again at token 240, what
+LongAlign's 240 merged CLIP rows hold (6 x 6 captions run to ~750 tokens; only an LLM branch reads past 240).
+The `t2i-alignment` suite generates one image per evaluation scene's long caption with each prompt encoding
+(`encode_long_prompt`; the same seed per prompt across methods) and reports these numbers per method; method
+"rendered" parses the scenes' own renders, i.e. the parser's own accuracy. Method "segments+llm" runs on a
+pipeline carrying an LLM branch (`diffusion.conditioning.load_llm_conditioning`), whose UNet LoRA is switched
+off for the other methods, so they see the base UNet.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from vision_long.data.scenes import (
     default_tokenizer,
     random_scene,
 )
+from vision_long.diffusion.segments import MERGED_TOKENS
 from vision_long.eval.long_retrieval import SEEDS_PER_RUN
 from vision_long.tokenization import CLIP_CONTEXT
 from vision_long.training.trainer import OptimConfig, train
@@ -169,14 +174,15 @@ def alignment_metrics(scenes: list[Scene], parsed: list[Parsed], tokenizer=None)
 
     An object scores the mean of its four hits (`object_hits`): 1 when parsed exactly, 0 when missed. Keys:
     acc_all, acc_before_77, acc_after_77 (objects whose sentence starts at token < 77 / >= 77 of
-    `[SOT] + tokenizer.encode(caption)`; default tokenizer: full CLIP BPE), n (scenes), n_objects, n_before_77,
-    n_after_77, exact_all (objects parsed exactly), presence / color / shape / size (per-attribute accuracy over
+    `[SOT] + tokenizer.encode(caption)`; default tokenizer: full CLIP BPE), acc_77_to_240 and acc_after_240
+    (acc_after_77's objects split at token 240), n (scenes), n_objects, n_before_77, n_after_77, n_77_to_240,
+    n_after_240, exact_all (objects parsed exactly), presence / color / shape / size (per-attribute accuracy over
     objects), empty_cells (empty cells parsed as empty). A group without objects gives None.
     """
     if len(scenes) != len(parsed):
         raise ValueError(f"got {len(parsed)} parsed images for {len(scenes)} scenes")
     tokenizer = tokenizer or default_tokenizer()
-    before, after, exact, empty = [], [], [], []
+    before, middle, late, exact, empty = [], [], [], [], []
     per_attribute: list[tuple[bool, ...]] = []
     for scene, cells in zip(scenes, parsed, strict=True):
         if len(cells) != scene.grid**2:
@@ -190,11 +196,16 @@ def alignment_metrics(scenes: list[Scene], parsed: list[Parsed], tokenizer=None)
             hits = object_hits(truth, cells[index])
             per_attribute.append(hits)
             exact.append(float(all(hits)))
-            (before if starts[index] < CLIP_CONTEXT else after).append(sum(hits) / len(hits))
+            start = starts[index]
+            group = before if start < CLIP_CONTEXT else middle if start < MERGED_TOKENS else late
+            group.append(sum(hits) / len(hits))
+    after = middle + late
     columns = list(zip(*per_attribute, strict=True)) if per_attribute else [[] for _ in HEADS]
     return {
         "acc_before_77": _mean(before), "acc_after_77": _mean(after), "acc_all": _mean(before + after),
+        "acc_77_to_240": _mean(middle), "acc_after_240": _mean(late),
         "n": len(scenes), "n_objects": len(before) + len(after), "n_before_77": len(before), "n_after_77": len(after),
+        "n_77_to_240": len(middle), "n_after_240": len(late),
         "exact_all": _mean(exact),
         **{name: _mean([float(h) for h in column]) for (name, _), column in zip(HEADS, columns, strict=True)},
         "empty_cells": _mean(empty),
@@ -246,7 +257,7 @@ class AlignmentSuite:
     steps: int = 25
     guidance: float = 7.5
     batch_size: int = 16
-    encode_kwargs: dict = field(default_factory=dict)  # e.g. longclip_text_encoder= for method "longclip"
+    encode_kwargs: dict = field(default_factory=dict)  # method "longclip": longclip_text_encoder= (and tokenizer)
 
     def __post_init__(self) -> None:
         from vision_long.diffusion.prompts import METHODS
@@ -280,10 +291,20 @@ def evaluate_t2i_alignment(suite: AlignmentSuite, parser: CellParser, pipe=None,
 
     Every method sees the same scenes and, for scene i, the same generation seed (the scene's seed). `pipe` (an
     SD-1.x / SDXL pipeline) is needed for every method but "rendered", which renders at the pipeline's size (or
-    `RENDER_SIZE` without a pipeline).
+    `RENDER_SIZE` without a pipeline); "segments+llm" needs a pipeline carrying an LLM branch, whose UNet LoRA is
+    on for that method only.
     """
+    from vision_long.diffusion.conditioning import (
+        branch_lora_enabled,
+        pipeline_llm_branch,
+    )
+    from vision_long.diffusion.prompts import LLM_METHOD
+
     if pipe is None and any(m != RENDERED for m in suite.methods):
         raise ValueError("generating images needs a pipeline; only method 'rendered' runs without one")
+    if LLM_METHOD in suite.methods and pipeline_llm_branch(pipe) is None:
+        raise ValueError("method 'segments+llm' needs an LLM adapter: load one onto the pipeline with "
+                         "diffusion.conditioning.load_llm_conditioning (or longsd.load_longsd)")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor if pipe is not None else RENDER_SIZE
     scenes = evaluation_scenes(suite.n, suite.seed, suite.grid)
     captions, seeds = [s.caption() for s in scenes], [s.seed for s in scenes]
@@ -295,8 +316,9 @@ def evaluate_t2i_alignment(suite: AlignmentSuite, parser: CellParser, pipe=None,
         if method == RENDERED:
             images = [s.render(size) for s in scenes]
         else:
-            images = generate_images(pipe, captions, seeds, method, suite.steps, suite.guidance, suite.batch_size,
-                                     suite.encode_kwargs if method == "longclip" else None)
+            with branch_lora_enabled(pipe, method == LLM_METHOD):
+                images = generate_images(pipe, captions, seeds, method, suite.steps, suite.guidance,
+                                         suite.batch_size, suite.encode_kwargs if method == "longclip" else None)
         metrics = alignment_metrics(scenes, parse_images(parser, images, suite.grid))
         results.append({"suite": "t2i-alignment", "method": method, **metrics, "grid": suite.grid, "seed": suite.seed,
                         "steps": None if method == RENDERED else suite.steps,

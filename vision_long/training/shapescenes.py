@@ -49,6 +49,10 @@ class SceneData:
     rows of a dense grid (their embeddings barely move when a bottom object changes); with them, the 77-token
     model learns fine-grained detail everywhere in the image, as a real pretrained CLIP has.
 
+    `partial_captions` (0 < p <= 1, None: off) replaces each long caption by `Scene.partial_caption(p)`: a random
+    subset of the object sentences. For the 77-token stand-in: every cell of a dense grid gets named within 77
+    tokens, so its image tower sees the whole image, as a real pretrained CLIP's does.
+
     `prefix_fraction` adds groups of 4 that share the first 77 caption tokens and redraw every object described
     later (`shared_prefix_group`): a strong signal for reading past token 77 that, unlike the one-attribute
     hard negatives, does not vanish while both towers are still blind to the lower cells.
@@ -61,6 +65,7 @@ class SceneData:
     fill: tuple[float, float] = (DEFAULT_FILL, DEFAULT_FILL)
     early_hard_fraction: float = 0.0
     prefix_fraction: float = 0.0
+    partial_captions: float | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.fill
@@ -68,6 +73,8 @@ class SceneData:
             raise ValueError(f"fill must be a range 0 < lo <= hi <= 1, got {self.fill}")
         if self.hard_fraction + self.early_hard_fraction + self.prefix_fraction > 1:
             raise ValueError("hard_fraction + early_hard_fraction + prefix_fraction must be at most 1")
+        if self.partial_captions is not None and not 0 < self.partial_captions <= 1:
+            raise ValueError(f"partial_captions must be in (0, 1] or None, got {self.partial_captions}")
 
     def batch(self, step: int, image_size: int) -> tuple[list, list[str], list[str]]:
         """Images (PIL), long captions and short captions of this rank's batch at `step`.
@@ -95,7 +102,9 @@ class SceneData:
             random_scene(TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)], self._grid(first + i), self._fill(first + i))
             for i in range(groups, self.batch_size - len(scenes) + groups)
         ]
-        return [s.render(image_size) for s in scenes], [s.caption() for s in scenes], [s.short_caption() for s in scenes]
+        captions = [s.caption() if self.partial_captions is None else s.partial_caption(self.partial_captions, step)
+                    for s in scenes]
+        return [s.render(image_size) for s in scenes], captions, [s.short_caption() for s in scenes]
 
     def _grid(self, index: int) -> int:
         return self.grids[index % len(self.grids)]

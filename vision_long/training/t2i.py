@@ -11,7 +11,19 @@ stage "unet": a `UNet2DConditionModel` learns noise prediction (epsilon MSE, Min
               each batch gets the empty prompt's conditioning instead (classifier-free guidance). Writes
               OUT/pipeline (`StableDiffusionPipeline.save_pretrained` layout).
 
-Both stages run through `trainer.train` (checkpoints, exact resume). Batches come from `SceneData` (a pure
+stage "unet" with conditioning "segments+llm" (LongAlign's LongSD branch on our own pipeline): starting from a
+              finished pipeline (`pipeline`), a text adapter (`conditioning.TextAdapter`) over a frozen LLM's
+              per-token states (default: the offline MiniLM) and a UNet LoRA learn the same loss on conditioning
+              `encode_long_prompt(pipe, captions, "", "segments+llm", llm=branch)` = [240 segment rows | `tokens`
+              adapted LLM rows], on scenes of grids up to 6 x 6 (captions up to ~750 tokens, where the LLM sees
+              what 240 CLIP rows cannot). Writes OUT/adapter (`conditioning.save_llm_conditioning`: adapter, llm.json,
+              lora/), which `vision-long generate --adapter` loads. LongAlign's stage 1 trains the same two parts
+              (its LoRA at rank 32 also adapts ResNet convolutions; ours adapts the Linear layers of attention and
+              GEGLU, what `UNetLoRA` holds) starting from LaVi-Bridge's adapter; ours starts from scratch with the
+              adapter's last projection at zero, so the new rows carry no value at step 0, and without the
+              adapter's dropout (upstream 0.1) so that resuming stays exact.
+
+All stages run through `trainer.train` (checkpoints, exact resume). Batches come from `SceneData` (a pure
 function of seed and step) and the noise, timesteps and dropout of step s from a generator seeded by (seed, s),
 so an interrupted run resumes exactly. The captions are encoded on the fly, so every step sees new scenes: a
 batch's segments go through the small text tower in one packed call, 0.2-0.3 s of a 1.5 s UNet step on 2 CPU
@@ -22,13 +34,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vision_long.data.scenes import DEFAULT_GRID
-from vision_long.diffusion.prompts import encode_long_prompt
+from vision_long.diffusion.pipelines import (
+    SD15,
+    PipelineError,
+    detect_layout,
+    load_pipeline,
+)
+from vision_long.diffusion.preference import LORA_TARGETS, UNetLoRA
+from vision_long.diffusion.prompts import LLM_METHOD, encode_long_prompt
 from vision_long.diffusion.small_sd import (
     DEFAULT_CONFIG,
     ComponentConfig,
@@ -39,16 +59,26 @@ from vision_long.diffusion.small_sd import (
     text_encoder_from_clip,
 )
 from vision_long.distributed import init_from_env, is_main
+from vision_long.encoders.llm_embedder import MINILM, LLMConfig, LLMEmbedder
 from vision_long.training.shapescenes import SceneData
 from vision_long.training.trainer import OptimConfig, train
 
+if TYPE_CHECKING:
+    from vision_long.diffusion.conditioning import LLMBranch
+
 STAGES = ("vae", "unet")
+CONDITIONINGS = ("segments", LLM_METHOD)
 KL_WEIGHT = 1e-6  # LDM / SD's AutoencoderKL: 1e-6 x KL against a reconstruction loss summed over pixels
 CONDITION_DROPOUT = 0.1  # LongAlign / SD fine-tuning: caption dropout 0.1 for classifier-free guidance
 MIN_SNR_GAMMA = 5.0  # Hang et al., "Efficient Diffusion Training via Min-SNR Weighting Strategy" (ICCV 2023)
 SCALING_BATCHES = 8  # batches whose latents measure the VAE's scaling factor
 VAE_DIR = "vae"
 PIPELINE_DIR = "pipeline"
+ADAPTER_DIR = "adapter"
+LLM_TOKENS = 768  # rows of the LLM branch: a full 6 x 6 caption is 700-750 MiniLM tokens (measured)
+LLM_GRIDS = (3, 4, 5, 6)  # scenes of the segments+llm stage: captions from ~150 to ~750 tokens
+ADAPTER_WIDTH = 256  # TextAdapter int_dim for the ShapeScenes pipeline (LaVi-Bridge's T5 adapter: 896)
+LLM_LORA_TARGETS = (*LORA_TARGETS, "ff.net.0.proj")  # attention projections and GEGLU (LongAlign's "extended" set)
 _STEP_SEED = 1_000_003  # step generators are seeded with seed * _STEP_SEED + step
 WEIGHT_DECAY = 0.01  # SD-1.5's AdamW weight decay
 # Scene density: occupancy drawn from [0.1, 1], so an object sentence is sometimes one of few (the plainest evidence
@@ -69,7 +99,19 @@ class StageDefaults:
 STAGE_DEFAULTS = {
     "vae": StageDefaults(steps=600, batch_size=16, lr=1e-3, warmup=50),
     "unet": StageDefaults(steps=2400, batch_size=32, lr=1e-3, warmup=100),
+    LLM_METHOD: StageDefaults(steps=1200, batch_size=16, lr=5e-4, warmup=50),  # stage unet, conditioning segments+llm
 }
+
+
+@dataclass
+class LLMSettings:
+    """What conditioning "segments+llm" trains: a TextAdapter (LLM width -> `adapter_width` -> the UNet's
+    cross-attention width) over `llm`'s per-token states in `tokens` rows, and a UNet LoRA of `rank`."""
+
+    llm: str = MINILM
+    tokens: int = LLM_TOKENS
+    adapter_width: int = ADAPTER_WIDTH
+    rank: int = 8
 
 
 @dataclass
@@ -79,6 +121,8 @@ class T2IRecipe:
     config: a `small_sd.CONFIGS` name or a JSON file of `SmallSDConfig` fields.
     vae: stage "unet": the stage-"vae" run directory (its OUT/vae is used, frozen).
     text_encoder: stage "unet": the CLIP whose text tower conditions the UNet (a `load_encoder` spec).
+    conditioning: stage "unet": "segments" (train the UNet) or "segments+llm" (train an LLM adapter and a UNet
+        LoRA on the finished `pipeline`, frozen otherwise; `llm` says how).
     """
 
     out_dir: str
@@ -86,6 +130,9 @@ class T2IRecipe:
     config: str = DEFAULT_CONFIG
     vae: str | None = None
     text_encoder: str = "default"
+    conditioning: str = "segments"
+    pipeline: str | None = None
+    llm: LLMSettings = field(default_factory=LLMSettings)
     data: SceneData = field(default_factory=lambda: SceneData(grids=(DEFAULT_GRID,), batch_size=32, fill=SCENE_FILL))
     optim: OptimConfig = field(default_factory=OptimConfig)
     kl_weight: float = KL_WEIGHT
@@ -104,7 +151,21 @@ class T2IRecipe:
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
         if self.snr_gamma < 0:
             raise ValueError(f"snr_gamma must be >= 0 (0: plain MSE), got {self.snr_gamma}")
-        if self.stage == "unet":
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {self.conditioning!r}; expected one of {', '.join(CONDITIONINGS)}")
+        if self.conditioning == LLM_METHOD:
+            if self.stage != "unet":
+                raise ValueError("conditioning 'segments+llm' trains on a finished pipeline (stage unet), not the VAE")
+            if self.pipeline is None:
+                raise ValueError("conditioning 'segments+llm' starts from a trained pipeline: pass --pipeline DIR "
+                                 "(OUT/pipeline of 'train t2i --stage unet')")
+            if detect_layout(self.pipeline) != SD15:
+                raise PipelineError(f"{self.pipeline}: conditioning 'segments+llm' trains SD-1.x layouts only")
+            if min(self.llm.tokens, self.llm.adapter_width, self.llm.rank) < 1:
+                raise ValueError(f"LLM tokens, adapter width and LoRA rank must be >= 1, got {self.llm}")
+        elif self.pipeline is not None:
+            raise ValueError("--pipeline is for --conditioning segments+llm (stage unet trains a new UNet)")
+        elif self.stage == "unet":
             vae_dir(self.vae)
 
 
@@ -174,11 +235,13 @@ def train_vae(recipe: T2IRecipe) -> Path:
 
 
 def unet_loss(pipe, images: torch.Tensor, captions: list[str], generator: torch.Generator,
-              condition_dropout: float, snr_gamma: float = MIN_SNR_GAMMA) -> dict[str, torch.Tensor]:
+              condition_dropout: float, snr_gamma: float = MIN_SNR_GAMMA,
+              llm: LLMBranch | None = None) -> dict[str, torch.Tensor]:
     """Epsilon-prediction MSE of `pipe.unet` on images Tensor[B, 3, H, W] and their captions.
 
     Latents Tensor[B, C, h, w] = VAE posterior sample x scaling factor; conditioning Tensor[B, 240, W] from
-    LongAlign segments (the empty prompt's for a `condition_dropout` share); timesteps uniform over training.
+    LongAlign segments, or Tensor[B, 240 + tokens, W] from segments+llm when `llm` is given (gradients reach its
+    adapter), the empty prompt's for a `condition_dropout` share; timesteps uniform over training.
     Each image's MSE is weighted by min(SNR_t, snr_gamma) / SNR_t (Min-SNR: nearly noise-free steps, which
     teach little beyond denoising, stop dominating; 0 gives the plain MSE). "mse" logs the unweighted loss.
     """
@@ -187,7 +250,7 @@ def unet_loss(pipe, images: torch.Tensor, captions: list[str], generator: torch.
         posterior = pipe.vae.encode(images).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
         latents = (posterior.mean + posterior.std * noise) * pipe.vae.config.scaling_factor
-        conditions = encode_long_prompt(pipe, captions, "", method="segments")
+    conditions = encode_long_prompt(pipe, captions, "", method=LLM_METHOD if llm else "segments", llm=llm)
     count = len(captions)
     dropped = (torch.rand(count, generator=generator) < condition_dropout).to(device)
     context = torch.where(dropped[:, None, None], conditions["negative_prompt_embeds"], conditions["prompt_embeds"])
@@ -236,12 +299,59 @@ def train_unet(recipe: T2IRecipe) -> Path:
     return out
 
 
+def train_llm_conditioning(recipe: T2IRecipe) -> Path:
+    """Stage "unet" with conditioning "segments+llm": train a text adapter over the frozen LLM and a UNet LoRA
+    on the finished pipeline (everything else frozen), write OUT/adapter; returns that directory.
+
+    The trainer's model is the LoRA (OUT/model); the adapter trains beside it and is checkpointed as `aux`.
+    """
+    from vision_long.diffusion.conditioning import (
+        LLMBranch,
+        LLMBranchConfig,
+        TextAdapter,
+        save_llm_conditioning,
+    )
+
+    device = init_from_env(recipe.device)
+    pipe = load_pipeline(recipe.pipeline, device=str(device))
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    settings = recipe.llm
+    embedder = LLMEmbedder(LLMConfig(name=settings.llm)).to(device)
+    torch.manual_seed(recipe.data.seed)
+    adapter = TextAdapter(embedder.dim, settings.adapter_width, pipe.unet.config.cross_attention_dim, dropout=0.0)
+    torch.nn.init.zeros_(adapter.ff2.net[2].weight)
+    torch.nn.init.zeros_(adapter.ff2.net[2].bias)
+    adapter.to(device)
+    branch = LLMBranch(embedder, adapter, LLMBranchConfig(llm=embedder.config, tokens=settings.tokens))
+    lora = UNetLoRA.create(pipe.unet, settings.rank, targets=LLM_LORA_TARGETS)
+    image_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        images, captions, _ = recipe.data.batch(step, image_size)
+        return unet_loss(pipe, pixels(images, device), captions, step_generator(recipe.data.seed, step),
+                         recipe.condition_dropout, recipe.snr_gamma, llm=branch)
+
+    params = [*lora.parameters(), *adapter.parameters()]
+    train(lora, params, step_fn, recipe.optim, recipe.out_dir, None, recipe.resume, run_info(recipe),
+          aux={"adapter": adapter})
+    out = Path(recipe.out_dir) / ADAPTER_DIR
+    if is_main():
+        save_llm_conditioning(adapter.eval(), branch.config, lora, out)
+    return out
+
+
 def train_t2i(recipe: T2IRecipe) -> Path:
-    """Run `recipe.stage`; returns the directory it wrote (OUT/vae or OUT/pipeline)."""
+    """Run `recipe.stage` (with `recipe.conditioning`); returns the directory it wrote (OUT/vae, OUT/pipeline or
+    OUT/adapter)."""
     recipe.check()
-    return train_vae(recipe) if recipe.stage == "vae" else train_unet(recipe)
+    if recipe.stage == "vae":
+        return train_vae(recipe)
+    return train_llm_conditioning(recipe) if recipe.conditioning == LLM_METHOD else train_unet(recipe)
 
 
 def run_info(recipe: T2IRecipe) -> dict:
-    """What `run.json` records: the recipe and the resolved architecture."""
+    """What `run.json` records: the recipe and the resolved architecture (of the new UNet stages)."""
+    if recipe.conditioning == LLM_METHOD:
+        return {"recipe": "t2i-segments+llm", **asdict(recipe)}
     return {"recipe": f"t2i-{recipe.stage}", **asdict(recipe), "architecture": small_sd_config(recipe.config).to_dict()}
