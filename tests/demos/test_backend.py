@@ -60,7 +60,26 @@ def test_search_ranks_the_gallery_and_shows_the_cut(backend):
 
 def test_a_second_backend_reuses_the_gallery_index(demo_config, backend):
     again = DemoBackend(demo_config, progress=False)
+    assert again.db == backend.db
     assert again.index.count() == backend.index.count() == demo_config.gallery_size
+
+
+def test_another_encoder_under_the_same_spec_gets_its_own_gallery(demo_config, backend, monkeypatch):
+    import torch
+
+    from vision_long.commands import common
+
+    load = common.load_model
+
+    def perturbed(spec, device=None):
+        model = load(spec, device)
+        with torch.no_grad():
+            model.text_projection.mul_(-1)
+        return model
+
+    monkeypatch.setattr(common, "load_model", perturbed)
+    other = DemoBackend(demo_config, progress=False)
+    assert other.db != backend.db and other.index.count() == demo_config.gallery_size
 
 
 @pytest.mark.parametrize("text, image, k, message", [

@@ -133,13 +133,16 @@ class DemoBackend:
 
     def __init__(self, config: DemoConfig | None = None, progress: bool = True):
         from vision_long.commands.common import load_model
-        from vision_long.retrieval.index import Index
+        from vision_long.retrieval.index import EncoderRecord, Index
 
         self.config = config or DemoConfig()
         self.encoder: Encoder = load_model(self.config.model, self.config.device)
         self.clip_tokenizer = CLIPTokenizer()
         if self.config.db is None:
-            self.db = self.config.cache_dir / f"gallery-{_stable_name(self.config.model)}-{self.config.gallery_size}"
+            # named by what the encoder computes, not its spec: a rebuilt "default" gets a gallery of its own
+            record = EncoderRecord.of(self.encoder, self.config.model)
+            name = _stable_name(" ".join(f"{v:.3f}" for v in record.fingerprint))
+            self.db = self.config.cache_dir / f"gallery-{name}-{self.config.gallery_size}"
             self.index = Index.open(self.db, self.encoder, self.config.model, create=True)
             self._fill_gallery(progress)
         else:
