@@ -14,6 +14,7 @@ from vision_long.lmm import (
     ZoomLMM,
     load_lmm,
     multi_resolution_crops,
+    pool_patch_grid,
     save_lmm,
     select_zoom_text,
     vqa_item,
@@ -195,3 +196,47 @@ def test_config_validation(model):
         model([torch.zeros(3, 8, 8)], ["what color ?"], ["red"], zoom="none")
     with pytest.raises(ValueError, match="equally many"):
         model([Image.new("RGB", (8, 8))], ["what color ?"], [], zoom="none")
+
+
+def test_features_are_standardized_per_channel_before_the_projector(item):
+    """Regression: a frozen CLIP's features are mostly a component every crop shares; the projector must see them
+    standardized (the statistics are buffers, so they are saved and loaded with the model)."""
+    model = tiny_lmm(seed=2)
+    crops = multi_resolution_crops(item.image(), model.config.resolution)
+    views = [crops.global_view, *crops.medium.crops]
+    with torch.no_grad():
+        features = model.vision_features(views)
+        model.set_feature_statistics(features)
+        flat = features.reshape(-1, features.shape[-1])
+        assert torch.allclose(model.feature_mean, flat.mean(0)) and torch.allclose(model.feature_std, flat.std(0))
+        standardized = (flat - model.feature_mean) / model.feature_std
+        assert torch.allclose(standardized.mean(0), torch.zeros(()), atol=1e-5)
+        assert torch.allclose(standardized.std(0), torch.ones(()), atol=1e-4)
+        expected = model.projector((features - model.feature_mean) / model.feature_std)
+        assert torch.allclose(model.encode_crops(views), expected, atol=1e-6)
+    assert {"feature_mean", "feature_std"} <= set(model.state_dict())
+
+
+def test_a_high_crop_carries_its_place_whichever_zoom_selects_it(model, item):
+    """Regression: under v1 / text zoom the chosen high crops are a different subset per image; each crop's
+    embeddings hold its (level, row, column) place embedding, so the LM can tell which cell a crop shows."""
+    crops = multi_resolution_crops(item.image(), model.config.resolution)
+    with torch.no_grad():
+        every, _ = model.image_features(crops, "multires", item.question)
+        chosen, selection = model.image_features(crops, "v1", item.question)
+        # v1 keeps global + medium + the selected high crops (row-major): the same embeddings as under multires.
+        kept = every[:5] + [every[5 + i] for i in sorted(selection.indices)]
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(chosen, kept, strict=True))
+        high = model.encode_crops(crops.high.crops)
+        pooled = pool_patch_grid(high, model.config.resolution.pooled_grid)
+        columns = crops.high.columns
+        for index in (0, 7, len(crops.high) - 1):
+            place = model.crop_position_embeddings([(2, index // columns, index % columns)])
+            assert torch.allclose(every[5 + index], pooled[index] + place, atol=1e-6)
+        # Identical pixels at two places give different embeddings.
+        same = model.image_features(crops, "none", item.question)[0][0]
+        place = model.crop_position_embeddings
+        assert torch.allclose(same - place([(0, 0, 0)]), model.encode_crops([crops.global_view])[0], atol=1e-6)
+        assert not torch.allclose(place([(2, 0, 1)]), place([(2, 1, 0)]))
+    with pytest.raises(ValueError, match="crop places"):
+        model.crop_position_embeddings([(3, 0, 0)])

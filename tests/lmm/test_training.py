@@ -76,12 +76,26 @@ def test_batches_are_a_function_of_seed_and_step():
         VQABatches(batch_size=0)
 
 
+def test_every_other_training_item_has_a_small_grid():
+    """The recipe fix for a model stuck at the answer prior: half the items are 2 x 2 / 3 x 3 scenes, whose objects
+    fill a large share of every crop; the others are the evaluation's scenes."""
+    batches = VQABatches(VQAConfig(), batch_size=8, seed=0)
+    grids = [batches.dataset(0).item(i).scene.grid for i in range(8)]
+    assert grids == [6, 2, 6, 3, 6, 2, 6, 3]
+    assert batches.config(0) == VQAConfig() and batches.config(3) == VQAConfig(grid=3)
+    alone = VQABatches(VQAConfig(), batch_size=4, easy_grids=())
+    assert {alone.dataset(1).item(i).scene.grid for i in range(4)} == {6}
+    with pytest.raises(ValueError, match="grid must be in"):
+        VQABatches(easy_grids=(1,))
+
+
 def test_build_lmm_freezes_a_cut_default_tower(tmp_path, default_encoder):
     model = build_lmm(tiny_recipe(tmp_path))
     tower = model.vision_tower
     assert tower.config.num_hidden_layers == default_encoder.config.vision.layers - 1  # penultimate layer, cut
     assert model.config.vision_layer == -1 and model.config.resolution.crop_size == 64
     assert not any(p.requires_grad for p in tower.parameters())
+    assert (model.feature_std != 1).all() and (model.feature_mean != 0).any()  # standardized with training crops
     assert all(p.requires_grad for p in [*model.projector.parameters(), *model.language_model.parameters()])
     assert len(model.tokenizer) == model.language_model.get_input_embeddings().num_embeddings
     assert model.tokenizer.convert_tokens_to_ids([IMAGE_TOKEN, SEPARATOR_TOKEN]) == [

@@ -101,3 +101,11 @@ def test_dataset_items():
     assert (row["question"], row["answer"], row["kind"], row["cell"], row["seed"]) == (
         item.question, item.answer, item.kind, item.cell, EVAL_SEEDS[2],
     )  # fmt: skip
+
+
+def test_dataset_takes_one_config_per_item():
+    configs = [VQAConfig(grid=2, image_size=64), VQAConfig(grid=6, image_size=64)]
+    dataset = VQADataset(vqa_seeds("eval", 2), configs)
+    assert [dataset.item(i).scene.grid for i in range(2)] == [2, 6]
+    with pytest.raises(ValueError, match="one config per seed"):
+        VQADataset(vqa_seeds("eval", 3), configs)

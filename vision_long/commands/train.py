@@ -174,8 +174,8 @@ def _lmm_parser(recipes) -> None:
     zoom.add_argument("--text-encoder", default="default",
                       help="the long-text CLIP that ranks crops for text zoom (default: %(default)s)")
     zoom.add_argument("--grid", type=int, default=6,
-                      help="scene grid of the VQA items; every other item uses a 2 x 2 or 3 x 3 grid instead, so the "
-                      "model first learns to read objects from crops (default: %(default)s)")
+                      help="scene grid of the VQA items; every other item uses a 2 x 2 or 3 x 3 grid instead (easier "
+                      "scenes for learning to read objects from crops) (default: %(default)s)")
     zoom.add_argument("--image-size", type=int, default=384,
                       help="VQA image side in pixels; 384 = 6 high crops x 64 px, one cell each (default: %(default)s)")
     run = lmm.add_argument_group("optimization")

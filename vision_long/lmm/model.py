@@ -1,11 +1,20 @@
 """A Dragonfly-style vision-language model over any transformers CLIP vision tower and causal LM (notes §1).
 
 Crops of an image (`processing.multi_resolution_crops`) go through a `CLIPVisionModel` one by one; its penultimate
-layer (CLS kept, as LLaVA and Dragonfly) is projected to the LM's width by a Linear layer (Dragonfly) or a 2-layer
-GELU MLP (LLaVA-1.5/NeXT). Medium and high crops are then mean-pooled (`pool_patch_grid`); the global view keeps
-every token. In the LM's input the image block comes first: per crop, one `<image>` placeholder per visual
-embedding and one `<crop_sep>` token (Dragonfly's per-crop "newline"); then the prompt. Placeholders are replaced
-by the projected features and the LM runs on `inputs_embeds`.
+layer (CLS kept, as LLaVA and Dragonfly) is standardized per channel (`feature_mean` / `feature_std`, measured on
+training crops by `set_feature_statistics`) and projected to the LM's width by a Linear layer (Dragonfly) or a
+2-layer GELU MLP (LLaVA-1.5/NeXT). Medium and high crops are then mean-pooled (`pool_patch_grid`); the global view
+keeps every token. Every visual embedding of a crop gets the crop's place added: learned embeddings of its row and
+of its column in its resolution's grid (`crop_rows`, `crop_columns`). In the LM's input the image block comes
+first: per crop, one `<image>` placeholder per visual embedding and one `<crop_sep>` token (Dragonfly's per-crop
+"newline"); then the prompt. Placeholders are replaced by the visual embeddings and the LM runs on `inputs_embeds`.
+
+Why the two additions to Dragonfly's recipe (measured on ShapeScenes VQA with the default CLIP; they did not by
+themselves get a small LM trained from scratch off the answer prior, see benchmarks/RESULTS.md): a frozen CLIP's
+residual stream is mostly a component every crop shares (the default CLIP's penultimate layer: per-channel
+spread across crops 0.27 against a mean magnitude of 1.7; projected at initialization, 0.05 against 0.42), which
+the projector passes on as a near-constant embedding; and under v1 / text zoom the chosen high crops are a
+different subset for every image, so without a place embedding the LM cannot tell which cell a crop shows.
 
 Zoom modes (which crops reach the LM):
   none      the global view only
@@ -34,6 +43,7 @@ from vision_long.encoders.base import Encoder
 from vision_long.encoders.batching import preprocess_images
 from vision_long.encoders.loading import load_encoder
 from vision_long.lmm.processing import (
+    MEDIUM_LAYOUTS,
     POOLED_GRID,
     TEXT_TOP_K,
     V1_TOP_K,
@@ -55,7 +65,10 @@ PROJECTORS = ("linear", "mlp")  # Dragonfly's Linear; LLaVA's 2-layer GELU MLP
 PENULTIMATE_LAYER = -2  # index into `hidden_states`, as LLaVA and Dragonfly
 DEFAULT_PROMPT = "Question: {question} Answer:"
 DEFAULT_MAX_NEW_TOKENS = 16
+FEATURE_STD_FLOOR = 1e-5  # keeps a constant channel from dividing by zero when standardizing
 IGNORE_INDEX = -100  # label of positions the loss skips (transformers' convention)
+CROP_LEVELS = ("global", "medium", "high")  # the resolutions whose crops get place embeddings, in table order
+CROP_POSITION_INIT_STD = 0.02  # as transformers' default `initializer_range` for token embeddings
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,15 @@ class ZoomLMM(nn.Module):
             self.projector = nn.Linear(vision_width, lm_width)
         else:
             self.projector = nn.Sequential(nn.Linear(vision_width, lm_width), nn.GELU(), nn.Linear(lm_width, lm_width))
+        # Per-channel statistics of the tower's features (identity until `set_feature_statistics`); saved.
+        self.register_buffer("feature_mean", torch.zeros(vision_width))
+        self.register_buffer("feature_std", torch.ones(vision_width))
+        # A crop's row / column in its resolution's grid: LEVELS x `max_side` entries each (level-major).
+        self.max_side = max(max(layout) for layout in MEDIUM_LAYOUTS) * config.resolution.high_factor
+        self.crop_rows = nn.Embedding(len(CROP_LEVELS) * self.max_side, lm_width)
+        self.crop_columns = nn.Embedding(len(CROP_LEVELS) * self.max_side, lm_width)
+        nn.init.normal_(self.crop_rows.weight, std=CROP_POSITION_INIT_STD)
+        nn.init.normal_(self.crop_columns.weight, std=CROP_POSITION_INIT_STD)
         patch_grid = vision_tower.config.image_size // vision_tower.config.patch_size
         if patch_grid % config.resolution.pooled_grid:
             raise ValueError(
@@ -235,12 +257,35 @@ class ZoomLMM(nn.Module):
         return state
 
     # ---- images -> visual embeddings ---------------------------------------------------------------------
-    def encode_crops(self, crops: Sequence[Image.Image]) -> torch.Tensor:
-        """Projected penultimate-layer tokens of each crop: N crops -> Tensor[N, 1 + G*G, W_lm] (CLS first)."""
+    def vision_features(self, crops: Sequence[Image.Image]) -> torch.Tensor:
+        """The tower's features at `config.vision_layer` (not standardized): N crops -> Tensor[N, 1 + G*G, W_v]."""
         weight = next(self.vision_tower.parameters())
         pixels = preprocess_images(list(crops), self.preprocess).to(weight.device, weight.dtype)
         hidden = self.vision_tower(pixel_values=pixels, output_hidden_states=True).hidden_states
-        return self.projector(hidden[self.config.vision_layer])
+        return hidden[self.config.vision_layer]
+
+    def set_feature_statistics(self, features: torch.Tensor) -> None:
+        """Standardize the tower's features per channel from now on with the mean and standard deviation of
+        `features` (Tensor[..., W_v], e.g. `vision_features` of training crops), so the projector sees what varies
+        between crops rather than the component every crop shares."""
+        flat = features.detach().reshape(-1, features.shape[-1]).to(self.feature_mean)
+        self.feature_mean.copy_(flat.mean(dim=0))
+        self.feature_std.copy_(flat.std(dim=0).clamp_min(FEATURE_STD_FLOOR))
+
+    def encode_crops(self, crops: Sequence[Image.Image]) -> torch.Tensor:
+        """Projected, standardized tower features of each crop: N crops -> Tensor[N, 1 + G*G, W_lm] (CLS first)."""
+        features = self.vision_features(crops)
+        return self.projector((features - self.feature_mean.to(features)) / self.feature_std.to(features))
+
+    def crop_position_embeddings(self, places: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+        """Place embeddings of crops given as (level, row, column), level indexing `CROP_LEVELS`: Tensor[N, W_lm]."""
+        index = torch.tensor(places, device=self.crop_rows.weight.device).reshape(-1, 3)
+        bad_level = (index[:, 0] < 0) | (index[:, 0] >= len(CROP_LEVELS))
+        bad_place = (index[:, 1:] < 0) | (index[:, 1:] >= self.max_side)
+        if bad_level.any() or bad_place.any():
+            raise ValueError(f"crop places must be (level < {len(CROP_LEVELS)}, row, column < {self.max_side})")
+        offset = index[:, 0] * self.max_side
+        return self.crop_rows(offset + index[:, 1]) + self.crop_columns(offset + index[:, 2])
 
     def image_features(
         self, crops: MultiResolutionCrops, zoom: str, question: str, text_encoder: Encoder | None = None
@@ -248,26 +293,35 @@ class ZoomLMM(nn.Module):
         """The visual embeddings of each crop that reaches the LM under `zoom`, in order, and the zoom selection.
 
         Returns one Tensor[n_i, W_lm] per crop: the global view unpooled (n = 1 + G*G), every other crop pooled
-        (n = 1 + P*P); then medium crops, then high crops in row-major order.
+        (n = 1 + P*P); then medium crops, then high crops in row-major order. Each crop's embeddings include its
+        place embedding (`crop_position_embeddings`).
         """
         if zoom not in ZOOM_MODES:
             raise ValueError(f"zoom must be one of {ZOOM_MODES}, got {zoom!r}")
         if zoom == "none":
-            return list(self.encode_crops([crops.global_view])), None
+            return [self.encode_crops([crops.global_view])[0] + self.crop_position_embeddings([(0, 0, 0)])], None
         medium, high = list(crops.medium.crops), list(crops.high.crops)
+        high_indices = list(range(len(high)))
         selection = None
         if zoom == "text":
             encoder = _cached_encoder(self.config.zoom.text_encoder) if text_encoder is None else text_encoder
             selection = select_zoom_text(crops, question, encoder, self.config.zoom.text_k)
-            high = [high[i] for i in sorted(selection.indices)]
+            high_indices = sorted(selection.indices)
+            high = [high[i] for i in high_indices]
         tokens = self.encode_crops([crops.global_view, *medium, *high])
         global_tokens, zoomed = tokens[:1], tokens[1:]
         if zoom == "v1":
             medium_tokens, high_tokens = zoomed[: len(medium)], zoomed[len(medium) :]
             selection = select_zoom_v1(crops, medium_tokens, high_tokens, self.config.zoom.v1_k)
-            zoomed = torch.cat([medium_tokens, high_tokens[sorted(selection.indices)]])
+            high_indices = sorted(selection.indices)
+            zoomed = torch.cat([medium_tokens, high_tokens[high_indices]])
+        places = [(0, 0, 0)]
+        places += [(1, *divmod(i, crops.medium.columns)) for i in range(len(medium))]
+        places += [(2, *divmod(i, crops.high.columns)) for i in high_indices]
         pooled = pool_patch_grid(zoomed, self.config.resolution.pooled_grid)
-        return [global_tokens[0], *pooled], selection
+        positions = self.crop_position_embeddings(places)  # [crops, W_lm]
+        embeddings = [crop + position for crop, position in zip([global_tokens[0], *pooled], positions, strict=True)]
+        return embeddings, selection
 
     # ---- sequences -------------------------------------------------------------------------------------------
     def input_embeddings(

@@ -15,7 +15,7 @@ it the selected subsets the zoom modes produce at test time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,17 @@ from vision_long.lmm.model import (
     ZoomConfig,
     ZoomLMM,
 )
-from vision_long.lmm.processing import MEDIUM_LAYOUTS
+from vision_long.lmm.processing import MEDIUM_LAYOUTS, multi_resolution_crops
 from vision_long.lmm.vision import vision_tower_from_clip
-from vision_long.lmm.vqa import WORD_PATTERN, VQAConfig, VQADataset, vqa_vocabulary
+from vision_long.lmm.vqa import WORD_PATTERN, VQAConfig, VQADataset, vqa_seeds, vqa_vocabulary
 from vision_long.training.trainer import FINAL_DIR, OptimConfig, train
 
 UNK, PAD, BOS, EOS = "[UNK]", "[PAD]", "<s>", "</s>"
 LM_KINDS = ("llama", "gpt2")
 DEFAULT_POOLED_GRID = 2  # the default CLIP's 8 x 8 patch grid pooled to 2 x 2 (+ CLS): 5 embeddings per crop
 PROMPT_MARGIN = 64  # positions kept for the prompt and the answer after the largest image block
+EASY_GRIDS = (2, 3)  # scene grids of every other training item (VQABatches)
+FEATURE_STAT_IMAGES = 8  # training images whose crops give the feature standardization (8 x 41 crops by default)
 
 
 def vqa_tokenizer(prompt_template: str = DEFAULT_PROMPT) -> PreTrainedTokenizerFast:
@@ -113,22 +115,35 @@ class VQABatches:
     """Training batches of ShapeScenes VQA: `batch_size` items per step and rank, drawn from the training seeds.
 
     The seeds of (step, rank) follow from the run `seed` alone, so every rank sees different items and a resumed
-    run sees exactly the items it would have seen.
+    run sees exactly the items it would have seen. Items alternate (counting over steps and ranks): even ones are
+    `vqa` items, odd ones the same with a small grid from `easy_grids` (cycled). On a 2 x 2 or 3 x 3 grid the few
+    objects fill a large share of every crop: meant to let the projector and LM learn to read an object's color and
+    shape from crops before they can find the asked-about object among 40 crops of a 6 x 6 scene. (Not enough on
+    its own: see the lmm_vqa section of benchmarks/RESULTS.md.) `easy_grids=()` trains on `vqa` alone.
     """
 
     vqa: VQAConfig = field(default_factory=VQAConfig)
     batch_size: int = 8
     seed: int = 0
+    easy_grids: tuple[int, ...] = EASY_GRIDS
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        for grid in self.easy_grids:  # VQAConfig checks each grid
+            replace(self.vqa, grid=grid)
+
+    def config(self, index: int) -> VQAConfig:
+        """The VQA config of the run's item `index` (counting over steps and ranks)."""
+        if index % 2 == 0 or not self.easy_grids:
+            return self.vqa
+        return replace(self.vqa, grid=self.easy_grids[(index // 2) % len(self.easy_grids)])
 
     def dataset(self, step: int) -> VQADataset:
         """The items of this rank's batch at `step` (render with `dataset[i]` or read `dataset.item(i)`)."""
         first = self.seed * 1_000_003 + (step * world_size() + rank()) * self.batch_size
         seeds = [TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)] for i in range(self.batch_size)]
-        return VQADataset(seeds, self.vqa)
+        return VQADataset(seeds, [self.config(first + i) for i in range(self.batch_size)])
 
 
 @dataclass
@@ -165,7 +180,8 @@ def build_lmm(recipe: LMMRecipe) -> ZoomLMM:
     """The untrained model of `recipe`: frozen vision tower, random projector and LM, VQA tokenizer (CPU, fp32).
 
     The tower reads the CLIP's penultimate layer (LLaVA, Dragonfly) and is cut after it, so the last block is
-    neither run nor stored.
+    neither run nor stored. Its features are standardized with statistics of every crop of the first
+    `FEATURE_STAT_IMAGES` training images (`ZoomLMM.set_feature_statistics`).
     """
     tokenizer = vqa_tokenizer()
     tokenizer.add_tokens([IMAGE_TOKEN, SEPARATOR_TOKEN], special_tokens=True)  # before the LM: no resizing
@@ -184,6 +200,12 @@ def build_lmm(recipe: LMMRecipe) -> ZoomLMM:
         raise ValueError(f"the LM needs at least {needed} positions for the largest image block and the prompt, "
                          f"got max_positions={recipe.lm.max_positions}")
     model.vision_tower.requires_grad_(False)
+    stat_items = VQADataset(vqa_seeds("train", FEATURE_STAT_IMAGES), recipe.data.vqa)
+    crops = [multi_resolution_crops(stat_items[i]["image"], model.config.resolution) for i in range(len(stat_items))]
+    with torch.no_grad():
+        model.set_feature_statistics(
+            model.vision_features([c for x in crops for c in (x.global_view, *x.medium.crops, *x.high.crops)])
+        )
     return model
 
 

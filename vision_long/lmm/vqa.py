@@ -156,18 +156,24 @@ def _exists_question(scene: Scene, rng: random.Random) -> tuple[str, str, int | 
 
 
 class VQADataset(Dataset):
-    """Items of the given seeds as dict(image, question, answer, kind, cell, seed); images rendered on access."""
+    """Items of the given seeds as dict(image, question, answer, kind, cell, seed); images rendered on access.
 
-    def __init__(self, seeds: Sequence[int], config: VQAConfig | None = None):
+    `config` is one `VQAConfig` for every item, or a sequence of one per seed (training on mixed scenes).
+    """
+
+    def __init__(self, seeds: Sequence[int], config: VQAConfig | Sequence[VQAConfig] | None = None):
+        configs = [config or VQAConfig()] * len(seeds) if config is None or isinstance(config, VQAConfig) else config
+        if len(configs) != len(seeds):
+            raise ValueError(f"need one config per seed ({len(seeds)}), got {len(configs)}")
         self.seeds = seeds
-        self.config = config or VQAConfig()
+        self.configs = list(configs)
 
     def __len__(self) -> int:
         return len(self.seeds)
 
     def item(self, index: int) -> VQAItem:
         """The ground truth of item `index`."""
-        return vqa_item(self.seeds[index], self.config)
+        return vqa_item(self.seeds[index], self.configs[index])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.item(index)
