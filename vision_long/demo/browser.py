@@ -17,9 +17,10 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def screenshot_tabs(url: str, out_dir: str | Path, run: bool = True, timeout_s: float = 300) -> dict[str, Path]:
-    """Open `url`, and for each tab: click it, (with `run`) press its primary button and wait until the page is
-    idle, then write `out_dir`/demo-TAB.png. Returns tab -> screenshot path."""
+def screenshot_tabs(url: str, out_dir: str | Path, run: bool = True, timeout_s: float = 300,
+                    tabs: tuple[str, ...] = tuple(TAB_TITLES)) -> dict[str, Path]:
+    """Open `url`, and for each of `tabs`: click it, (with `run`) press its primary button and wait until the page
+    is idle, then write `out_dir`/demo-TAB.png. Returns tab -> screenshot path."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
@@ -32,8 +33,8 @@ def screenshot_tabs(url: str, out_dir: str | Path, run: bool = True, timeout_s: 
         browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport=WINDOW)
         page.goto(url, wait_until="networkidle")
-        for tab, title in TAB_TITLES.items():
-            page.get_by_role("tab", name=title).click()
+        for tab in tabs:
+            page.get_by_role("tab", name=TAB_TITLES[tab]).click()
             if run:
                 page.get_by_role("button", name=ACTIONS[tab], exact=True).click()
                 page.wait_for_timeout(500)
