@@ -124,6 +124,16 @@ def token_zones(text: str, model_count, model_context: int, clip_count=None) -> 
     return [(text[a:b], label) for a, b, label in zip(cuts, cuts[1:], labels) if b > a]
 
 
+def _required_text(text: str | None, what: str, empty_message: str) -> str:
+    """`text` stripped; DemoInputError when it is empty (`empty_message`) or longer than `MAX_QUERY_CHARS`."""
+    text = (text or "").strip()
+    if not text:
+        raise DemoInputError(empty_message)
+    if len(text) > MAX_QUERY_CHARS:
+        raise DemoInputError(f"the {what} has {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
+    return text
+
+
 def _stable_name(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -243,11 +253,7 @@ class DemoBackend:
         )
         from vision_long.diffusion.prompts import PromptError
 
-        prompt = (prompt or "").strip()
-        if not prompt:
-            raise DemoInputError("type a prompt to generate from")
-        if len(prompt) > MAX_QUERY_CHARS:
-            raise DemoInputError(f"the prompt has {len(prompt)} characters; the limit is {MAX_QUERY_CHARS}")
+        prompt = _required_text(prompt, "prompt", "type a prompt to generate from")
         if method not in GENERATION_METHODS:
             raise DemoInputError(f"unknown method {method!r}; choose one of {', '.join(GENERATION_METHODS)}")
         steps = self.config.steps if steps is None else steps
@@ -293,11 +299,7 @@ class DemoBackend:
         if image is None:
             raise DemoInputError("upload an image or press 'New scene' first")
         image = self._check_image(image)
-        question = (question or "").strip()
-        if not question:
-            raise DemoInputError("type a question about the image")
-        if len(question) > MAX_QUERY_CHARS:
-            raise DemoInputError(f"the question has {len(question)} characters; the limit is {MAX_QUERY_CHARS}")
+        question = _required_text(question, "question", "type a question about the image")
         if zoom not in ZOOM_MODES:
             raise DemoInputError(f"unknown zoom {zoom!r}; choose one of {', '.join(ZOOM_MODES)}")
         model = self.lmm()
