@@ -361,6 +361,15 @@ def test_alignment_suite_runs_segments_llm_on_the_adapted_unet(trained, sd15_dir
         assert r["n_after_240"] > 0 and {"acc_before_77", "acc_after_77", "acc_77_to_240", "acc_after_240"} <= set(r)
 
 
+def test_eval_command_loads_the_adapter_for_segments_llm(trained, sd15_dir, capsys):
+    argv = ["eval", "--suite", "t2i-alignment", "--methods", "segments+llm", "--pipeline", str(sd15_dir), "--n", "1",
+            "--grid", "6", "--steps", "1", "--batch-size", "1", "--json"]
+    assert main(argv) == 2 and "needs an LLM adapter" in capsys.readouterr().err
+    assert main([*argv, "--adapter", str(trained / "adapter")]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["method"] == "segments+llm" and row["adapter"] == str(trained / "adapter") and row["n"] == 1
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
