@@ -19,3 +19,13 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread: tiny models gain nothing from more, and idle threads spin on a busy
+    machine. Folders make it autouse with a fixture of their own that requests it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,7 +2,6 @@
 saved to disk, and an 8-scene gallery index in a temporary cache."""
 
 import pytest
-import torch
 from diffusion.conftest import tiny_sd15
 from lmm.lmm_parts import tiny_lmm
 
@@ -13,11 +12,8 @@ GALLERY = 8
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every demo test on one thread (tests/conftest.py: one_thread)."""
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,8 @@ from vision_long.tokenization import CLIP_CONTEXT
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """A tiny CNN gains nothing from intra-op threads, which spin-wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """A tiny CNN gains nothing from intra-op threads (tests/conftest.py: one_thread)."""
 
 
 @pytest.fixture(scope="module")
