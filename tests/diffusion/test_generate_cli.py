@@ -14,6 +14,7 @@ from vision_long.diffusion import (
     detect_layout,
     generate,
     load_pipeline,
+    pipelines,
 )
 
 
@@ -110,6 +111,7 @@ def broken_dirs(sd15_dir, tmp_path_factory):
 )
 def test_errors_are_one_line(main, argv, message, sd15_dir, broken_dirs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipelines, "DEFAULT_PIPELINE", tmp_path / "not-installed")  # whether or not it ships
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     argv = [str(sd15_dir) if a == "SD15" else a.replace("BROKEN", str(broken_dirs)) for a in argv]
     assert main(["generate", *argv, "--steps" if "--steps" not in argv else "--seed", "1", "--device", "cpu"]) == 2
