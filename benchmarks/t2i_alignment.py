@@ -29,9 +29,11 @@ from vision_long.eval.alignment import (
     evaluation_scenes,
     generate_images,
     load_cell_parser,
+    longclip_kwargs,
 )
 
 KEYS = ("acc_before_77", "acc_after_77", "acc_all")
+ATTRIBUTES = ("presence", "color", "shape", "size", "exact_all")  # over all objects
 SHEET_SCENES = 8
 
 
@@ -47,17 +49,18 @@ def with_lora(pipeline: str | None, run: str):
     return pipe
 
 
-def sample_sheet(pipeline: str | None, pipe, loras: dict[str, str], method: str, seed: int, grid: int, steps: int,
-                 guidance: float, out: Path, compare: str | None = "truncate") -> None:
-    """Rows of evaluation scenes: ground truth | `compare` | `method` | each LoRA with `method` (same seeds)."""
+def sample_sheet(pipeline: str | None, pipe, methods: list[str], loras: dict[str, str], seed: int, grid: int,
+                 steps: int, guidance: float, out: Path, encode_kwargs: dict) -> None:
+    """Rows of evaluation scenes: ground truth | each of `methods` | each LoRA with `methods[0]` (same seeds)."""
     scenes = evaluation_scenes(SHEET_SCENES, seed, grid)
     captions, seeds = [s.caption() for s in scenes], [s.seed for s in scenes]
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     columns = [[s.render(size) for s in scenes]]
-    for name in ([compare] if compare else []) + [method]:
-        columns.append(generate_images(pipe, captions, seeds, name, steps, guidance, SHEET_SCENES))
+    for name in methods:
+        columns.append(generate_images(pipe, captions, seeds, name, steps, guidance, SHEET_SCENES,
+                                       encode_kwargs if name == "longclip" else None))
     for run in loras.values():
-        columns.append(generate_images(with_lora(pipeline, run), captions, seeds, method, steps, guidance,
+        columns.append(generate_images(with_lora(pipeline, run), captions, seeds, methods[0], steps, guidance,
                                        SHEET_SCENES))
     cell = 2 * size
     sheet = Image.new("RGB", (len(columns) * (cell + 2), SHEET_SCENES * (cell + 2)), "white")
@@ -109,7 +112,7 @@ def main() -> None:
     methods = tuple(args.methods.split(","))
     loras = dict(item.split("=", 1) for item in args.lora)
     suite = AlignmentSuite(methods=methods, n=args.n, seed=args.seed, grid=args.grid, steps=args.steps,
-                           guidance=args.guidance)
+                           guidance=args.guidance, encode_kwargs=longclip_kwargs(pipe) if "longclip" in methods else {})
     rows = [(m["method"], m) for m in evaluate_t2i_alignment(suite, cell_parser, pipe, progress=True)]
     generating = next((m for m in methods if m != RENDERED), "segments")
     lora_suite = AlignmentSuite(methods=(generating,), n=args.n, seed=args.seed, grid=args.grid, steps=args.steps,
@@ -120,9 +123,10 @@ def main() -> None:
     for name, m in rows:
         print(name, {k: m[k] for k in (*KEYS, "n", "seconds")})
 
-    table = ["| method | " + " | ".join(KEYS) + " | objects before / after 77 | seconds |", "|---" * 6 + "|"]
+    table = ["| method | " + " | ".join(KEYS + ATTRIBUTES) + " | objects before / after 77 | seconds |",
+             "|---" * (len(KEYS + ATTRIBUTES) + 3) + "|"]
     for name, m in rows:
-        table.append(f"| {name} | " + " | ".join("-" if m[k] is None else f"{100 * m[k]:.1f}" for k in KEYS)
+        table.append(f"| {name} | " + " | ".join("-" if m[k] is None else f"{100 * m[k]:.1f}" for k in KEYS + ATTRIBUTES)
                      + f" | {m['n_before_77']} / {m['n_after_77']} | {m['seconds']} |")
     command = " ".join(["python -m benchmarks.t2i_alignment", f"--methods {args.methods}",
                         *(f"--lora {item}" for item in args.lora), f"--n {args.n} --seed {args.seed}",
@@ -131,10 +135,10 @@ def main() -> None:
     figures = []
     if args.write:
         sheet = RESULTS.parent / f"{args.section}.png"
-        sample_sheet(args.pipeline, pipe, loras, generating, args.seed, args.grid, args.steps, args.guidance, sheet,
-                     "truncate" if not loras else None)
-        figures.append(f"Samples (`{sheet.name}`): columns ground truth | "
-                       + ("truncate | " if not loras else "") + f"{generating}"
+        shown = [m for m in methods if m != RENDERED]
+        sample_sheet(args.pipeline, pipe, shown, loras, args.seed, args.grid, args.steps, args.guidance, sheet,
+                     suite.encode_kwargs)
+        figures.append(f"Samples (`{sheet.name}`): columns ground truth | " + " | ".join(shown)
                        + "".join(f" | LoRA {n}" for n in loras) + f"; the first {SHEET_SCENES} evaluation scenes.")
         if loras:
             curves = RESULTS.parent / f"{args.section}_curves.png"
@@ -144,8 +148,9 @@ def main() -> None:
         body = (f"## Text-to-image alignment on ShapeScenes ({args.section})\n\nCommand: `{command}`\n"
                 f"Machine: {machine()}. {args.n} evaluation scenes ({args.grid}x{args.grid}), one image each, "
                 f"DDIM {args.steps} steps, guidance {args.guidance}; accuracy = share of objects whose presence, "
-                "color, shape and size the cell parser reads back (objects whose sentence starts before / after "
-                "token 77).\n\n" + "\n".join(table) + "\n\n" + "\n".join(figures) + "\n")
+                "color, shape and size the cell parser reads back, the mean of the four hits per object (objects whose "
+                "sentence starts before / after token 77); presence ... size: each attribute over all objects; "
+                "exact_all: objects with all four right.\n\n" + "\n".join(table) + "\n\n" + "\n".join(figures) + "\n")
         update_section(args.section, body)
         print(f"wrote section {args.section} of {RESULTS}")
 

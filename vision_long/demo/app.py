@@ -33,6 +33,9 @@ INTRO = (
     "CLIP reads 77 tokens. **Search** a gallery with a paragraph, **Generate** from a long prompt, **Ask** about "
     "small details with zoom-in. Everything runs locally on the embedded ShapeScenes models."
 )
+# Generated images are small (64 px for the embedded pipeline): shown scaled to their frame with crisp pixels,
+# while the API returns them at their true size.
+CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
 
 def _user_errors(fn):
@@ -112,8 +115,10 @@ def build_app(backend: DemoBackend) -> gr.Blocks:
                                      height=160, interactive=False)
                 with gr.Column(scale=3):
                     with gr.Row():
-                        baseline = gr.Image(label="truncate (77 tokens)", type="pil", interactive=False)
-                        generated = gr.Image(label="selected method", type="pil", interactive=False)
+                        baseline = gr.Image(label="truncate (77 tokens)", type="pil", height=288, interactive=False,
+                                            elem_classes="pixelated")
+                        generated = gr.Image(label="selected method", type="pil", height=288, interactive=False,
+                                             elem_classes="pixelated")
                     gen_summary = gr.Markdown()
                     segments = gr.Dataframe(headers=["#", "tokens", "segment"], label="Segments",
                                             interactive=False, wrap=True)
@@ -152,5 +157,5 @@ def launch(backend: DemoBackend, host: str = "127.0.0.1", port: int = 7860, bloc
     """Build the page and serve it on `host`:`port` (127.0.0.1 by default: only this machine can reach it)."""
     app = build_app(backend)
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, max_file_size=MAX_UPLOAD,
-               show_error=True, quiet=not block, footer_links=["api"])
+               show_error=True, quiet=not block, footer_links=["api"], css=CSS)
     return app
