@@ -1,0 +1,50 @@
+"""How much a pipeline's prompt conditioning moves when one attribute of a ShapeScenes sentence changes.
+
+A UNet can only learn to draw what its conditioning distinguishes. For one sentence and its variants that change a
+single attribute (color, shape, size, cell), this prints ||E(variant) - E(base)|| / ||E(base)|| over the
+sentence's rows of the `segments` conditioning, for each `clip_skip`:
+
+    python -m benchmarks.t2i_conditioning_probe [--pipeline DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from vision_long.diffusion.pipelines import load_pipeline
+from vision_long.diffusion.prompts import encode_long_prompt
+
+BASE = "In the top-left cell there is a large red circle."
+VARIANTS = {
+    "color": "In the top-left cell there is a large blue circle.",
+    "shape": "In the top-left cell there is a large red square.",
+    "size": "In the top-left cell there is a small red circle.",
+    "cell": "In the bottom-right cell there is a large red circle.",
+}
+
+
+def relative_changes(pipe, clip_skip: int) -> dict[str, float]:
+    """Relative change of the base sentence's conditioning rows per attribute variant."""
+    rows = len(pipe.tokenizer(BASE)["input_ids"]) - 1  # the merge keeps <sot> and the words, drops <eot>
+
+    def embed(text: str) -> torch.Tensor:
+        return encode_long_prompt(pipe, [text], "", "segments", clip_skip=clip_skip)["prompt_embeds"][0, :rows]
+
+    base = embed(BASE)
+    return {name: round(((embed(text) - base).norm() / base.norm()).item(), 3) for name, text in VARIANTS.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pipeline", help="diffusers directory (default: the embedded ShapeScenes pipeline)")
+    args = parser.parse_args()
+    pipe = load_pipeline(args.pipeline)
+    with torch.no_grad():
+        for skip in range(pipe.text_encoder.config.num_hidden_layers):
+            print(f"clip_skip {skip}", relative_changes(pipe, skip))
+
+
+if __name__ == "__main__":
+    main()
