@@ -124,6 +124,8 @@ def test_install_stores_half_and_loads_full_precision(runs, tmp_path):
     from safetensors import safe_open
 
     target = install_pipeline(runs / "unet" / "pipeline", tmp_path / "installed")
+    configs = [target / "model_index.json", target / "unet" / "config.json", target / "vae" / "config.json"]
+    assert all(str(runs) not in path.read_text() for path in configs)  # no trace of the training run's path
     for part in ("unet", "vae"):
         with safe_open(str(next((target / part).glob("*.safetensors"))), "pt") as f:
             assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 (safe_open has no __iter__)

@@ -197,7 +197,13 @@ def install_pipeline(source: str | Path, target: str | Path) -> Path:
     VAE in fp16; ValueError when the result exceeds `MAX_ASSET_BYTES`."""
     from vision_long.diffusion.pipelines import load_pipeline
 
-    target = save_pipeline(load_pipeline(source), target, half=True)
+    target = Path(target)
+    pipe = load_pipeline(source)
+    # diffusers records where each part was loaded from; name the installed copy, not the training run
+    pipe.register_to_config(_name_or_path=target.name)
+    for part in ("unet", "vae"):
+        getattr(pipe, part).register_to_config(_name_or_path=f"{target.name}/{part}")
+    target = save_pipeline(pipe, target, half=True)
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     if size > MAX_ASSET_BYTES:
         raise ValueError(f"{target}: {size / 2**20:.1f} MB, over the {MAX_ASSET_BYTES / 2**20:.0f} MB budget")
