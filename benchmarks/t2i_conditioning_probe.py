@@ -27,27 +27,24 @@ VARIANTS = {
 }
 
 
-def relative_changes(pipe, clip_skip: int) -> dict[str, float]:
-    """Relative change of the base sentence's conditioning rows per attribute variant."""
-    rows = len(pipe.tokenizer(BASE)["input_ids"]) - 1  # the merge keeps <sot> and the words, drops <eot>
-
-    def embed(text: str) -> torch.Tensor:
-        return encode_long_prompt(pipe, [text], "", "segments", clip_skip=clip_skip)["prompt_embeds"][0, :rows]
-
+def _relative_changes(embed) -> dict[str, float]:
+    """||embed(variant) - embed(BASE)|| / ||embed(BASE)|| for each attribute variant."""
     base = embed(BASE)
     return {name: round(((embed(text) - base).norm() / base.norm()).item(), 3) for name, text in VARIANTS.items()}
+
+
+def relative_changes(pipe, clip_skip: int) -> dict[str, float]:
+    """Relative change of the base sentence's `segments` conditioning rows per attribute variant."""
+    rows = len(pipe.tokenizer(BASE)["input_ids"]) - 1  # the merge keeps <sot> and the words, drops <eot>
+    return _relative_changes(
+        lambda text: encode_long_prompt(pipe, [text], "", "segments", clip_skip=clip_skip)["prompt_embeds"][0, :rows])
 
 
 def llm_relative_changes(llm: str) -> dict[str, float]:
     """The same relative changes over the base sentence's per-token last hidden states of LLM embedder `llm`."""
     embedder = LLMEmbedder(LLMConfig(name=llm))
     rows = len(embedder.tokenizer.with_special(embedder.tokenizer.encode(BASE)))
-
-    def embed(text: str) -> torch.Tensor:
-        return embedder.token_states([text], rows)[0]
-
-    base = embed(BASE)
-    return {name: round(((embed(text) - base).norm() / base.norm()).item(), 3) for name, text in VARIANTS.items()}
+    return _relative_changes(lambda text: embedder.token_states([text], rows)[0])
 
 
 def main() -> None:
