@@ -186,6 +186,17 @@ def test_token_states_unmasked_is_longaligns_t5_call(embedder):
         embedder.token_states(["a"], 4, "mean")
 
 
+def test_branch_reads_each_text_once_and_adapts_only_real_rows(embedder, branch):
+    long = " ".join(f"object {i} is a small green star." for i in range(12))  # cut at TOKENS rows
+    texts = ["a red circle", "", long, "a red circle", ""]
+    reference = branch.adapter(embedder.token_states(texts, TOKENS))  # every row, fill rows included
+    torch.testing.assert_close(branch(texts), reference, atol=1e-5, rtol=0)
+    unmasked = LLMBranch(embedder, branch.adapter, LLMBranchConfig(embedder.config, TOKENS, pad_mode="unmasked"))
+    torch.testing.assert_close(unmasked(texts), branch.adapter(embedder.token_states(texts, TOKENS, "unmasked")),
+                               atol=1e-5, rtol=0)
+    assert [len(r) for r in embedder.token_rows(texts[:3], TOKENS)] == [5, 2, TOKENS]  # [CLS] a red circle [SEP]
+
+
 # ---- encode_long_prompt(method="segments+llm") -----------------------------------------------------------------
 def test_segments_llm_is_segment_rows_then_adapted_llm_rows(sd15, branch, prompt_400):
     out = encode_long_prompt(sd15, prompt_400, NEGATIVE, method="segments+llm", llm=branch, num_images_per_prompt=2)

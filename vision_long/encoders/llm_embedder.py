@@ -283,21 +283,32 @@ class LLMEmbedder:
             ids = self.tokenizer.hf(texts, max_length=tokens, padding="max_length", truncation=True,
                                     return_tensors="pt", verbose=False).input_ids
             return self.model(input_ids=ids.to(self.device)).last_hidden_state.float()
+        out = torch.zeros(len(texts), tokens, self.dim, device=self.device)
+        for n, states in enumerate(self.token_rows(texts, tokens, batch_size)):
+            out[n, : len(states)] = states
+        return out
+
+    @torch.no_grad()
+    def token_rows(self, texts: list[str], tokens: int, batch_size: int = 32) -> list[torch.Tensor]:
+        """Per-token last hidden states of each text, unpadded: Tensor[n_i, H] float32 with n_i <= `tokens` (the
+        rows of `token_states(..., pad_mode="zeros")` before the zero fill). Windows are batched by length, so a
+        batch pads little."""
         windows, owner = [], []
         for n, text in enumerate(texts):
             for window in self.windows(self.tokenizer.with_special(self.tokenizer.encode(text)[:tokens])):
                 windows.append(window)
                 owner.append(n)
+        parts: list[torch.Tensor | None] = [None] * len(windows)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            hidden, mask = self._hidden_states([windows[i] for i in batch])
+            for i, states, keep in zip(batch, hidden, mask.bool(), strict=True):
+                parts[i] = states[keep].float()
         rows: list[list[torch.Tensor]] = [[] for _ in texts]
-        for start in range(0, len(windows), batch_size):
-            hidden, mask = self._hidden_states(windows[start : start + batch_size])
-            for n, states, keep in zip(owner[start : start + batch_size], hidden, mask.bool(), strict=True):
-                rows[n].append(states[keep].float())
-        out = torch.zeros(len(texts), tokens, self.dim, device=self.device)
-        for n, parts in enumerate(rows):
-            states = torch.cat(parts)[:tokens]
-            out[n, : len(states)] = states
-        return out
+        for n, states in zip(owner, parts, strict=True):
+            rows[n].append(states)
+        return [torch.cat(r)[:tokens] for r in rows]
 
     def _hidden_states(self, lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden states Tensor[B, L, H] and attention mask LongTensor[B, L] of one batch of id lists,
