@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vision_long.cli import build_parser, main
-from vision_long.commands.train import lmm_recipe_from_args
+from vision_long.commands.train.lmm import lmm_recipe_from_args
 from vision_long.data.scenes import MAX_GRID, MIN_GRID, TRAIN_SEEDS
 from vision_long.lmm import VQAConfig, load_lmm, save_lmm, vqa_item, vqa_vocabulary
 from vision_long.lmm.model import IMAGE_TOKEN, SEPARATOR_TOKEN
