@@ -103,13 +103,9 @@ def tiny_sdxl(tmp) -> "StableDiffusionXLPipeline":  # noqa: F821
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(one_thread):
     """Tiny models gain nothing from intra-op threads, and two threads on a busy 2-core machine spin-wait
-    (a 2-step tiny pipeline call goes from ~0.03 s to ~4 s). Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    (a 2-step tiny pipeline call goes from ~0.03 s to ~4 s); tests/conftest.py: one_thread."""
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """Shared fixtures of the LMM tests; the tiny models themselves are built in `lmm_parts`."""
 
 import pytest
-import torch
 
 from vision_long import load_encoder
 
@@ -13,10 +12,6 @@ def default_encoder():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Run these tiny models on one thread: they are dominated by per-operation overhead, which more threads only
-    add to (by a factor of 30 on a machine whose cores are busy). The previous setting is restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """These tiny models are dominated by per-operation overhead, which more threads only add to (a factor of 30
+    on a machine whose cores are busy); tests/conftest.py: one_thread."""
