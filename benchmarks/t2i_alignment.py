@@ -1,6 +1,7 @@
 """LongAlign's claims on the small ShapeScenes text-to-image pipeline, measured with the exact alignment metric.
 
-(a) prompt encodings: `rendered` (the metric's ceiling), `truncate`, `chunks`, `segments` (and `longclip` when the
+(a) prompt encodings: `rendered` (the parser's own accuracy), `reconstructed` (the renders through the pipeline's
+    VAE: the ceiling of any generation), `truncate`, `chunks`, `segments` (and `longclip` when the
     pipeline's text encoder has more than 77 positions) on the same evaluation scenes and seeds;
 (b, c) decomposed preference optimization: the base pipeline and each `vision-long train preference` LoRA given
     as NAME=RUN_DIR (their log.jsonl gives the training curves of the text-relevant / -irrelevant reward parts).
@@ -23,7 +24,7 @@ from benchmarks.results import RESULTS, machine, update_section
 from vision_long.diffusion.pipelines import load_pipeline
 from vision_long.diffusion.preference import load_lora
 from vision_long.eval.alignment import (
-    RENDERED,
+    PARSED_SCENES,
     AlignmentSuite,
     evaluate_t2i_alignment,
     evaluation_scenes,
@@ -94,7 +95,7 @@ def curves_plot(loras: dict[str, str], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", help="diffusers directory (default: the embedded ShapeScenes pipeline)")
-    parser.add_argument("--methods", default="rendered,truncate,chunks,segments")
+    parser.add_argument("--methods", default="rendered,reconstructed,truncate,chunks,segments")
     parser.add_argument("--lora", action="append", default=[], metavar="NAME=RUN_DIR",
                         help="a 'vision-long train preference' run to evaluate with the first generating method")
     parser.add_argument("--n", type=int, default=200)
@@ -114,7 +115,7 @@ def main() -> None:
     suite = AlignmentSuite(methods=methods, n=args.n, seed=args.seed, grid=args.grid, steps=args.steps,
                            guidance=args.guidance, encode_kwargs=longclip_kwargs(pipe) if "longclip" in methods else {})
     rows = [(m["method"], m) for m in evaluate_t2i_alignment(suite, cell_parser, pipe, progress=True)]
-    generating = next((m for m in methods if m != RENDERED), "segments")
+    generating = next((m for m in methods if m not in PARSED_SCENES), "segments")
     lora_suite = AlignmentSuite(methods=(generating,), n=args.n, seed=args.seed, grid=args.grid, steps=args.steps,
                                 guidance=args.guidance)
     for name, run in loras.items():
@@ -135,7 +136,7 @@ def main() -> None:
     figures = []
     if args.write:
         sheet = RESULTS.parent / f"{args.section}.png"
-        shown = [m for m in methods if m != RENDERED]
+        shown = [m for m in methods if m not in PARSED_SCENES]
         sample_sheet(args.pipeline, pipe, shown, loras, args.seed, args.grid, args.steps, args.guidance, sheet,
                      suite.encode_kwargs)
         figures.append(f"Samples (`{sheet.name}`): columns ground truth | " + " | ".join(shown)

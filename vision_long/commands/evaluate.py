@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 
 from vision_long.commands.benchmark_eval import BENCHMARK_SUITES, add_suites, run_suite
-from vision_long.commands.common import FORMATTER, MODEL_HELP, CLIError, load_model, resolve_device
+from vision_long.commands.common import (
+    FORMATTER,
+    MODEL_HELP,
+    CLIError,
+    load_model,
+    resolve_device,
+)
 from vision_long.commands.lmm import ZOOM_CHOICES
 
 SUITES = ("long-retrieval", "vqa", "t2i-alignment", *BENCHMARK_SUITES)
@@ -80,10 +86,11 @@ def _t2i_alignment_args(p) -> None:
         "t2i-alignment", "ShapeScenes long-prompt alignment of a text-to-image pipeline: per method, one image per\n"
         "evaluation scene's long caption (same seed per scene across methods), parsed back into a scene by the cell\n"
         "parser; per-object accuracy (presence, color, shape, size) split by whether the object's sentence starts\n"
-        "before or after token 77. Method 'rendered' parses the scenes' own renders (the parser's accuracy).\n"
+        "before or after token 77. Method 'rendered' parses the scenes' own renders (the parser's accuracy),\n"
+        "'reconstructed' those renders after the pipeline's VAE (the ceiling of any generation through it).\n"
         "example: vision-long eval --suite t2i-alignment --methods truncate,chunks,segments,longclip --n 200 --json")
     g.add_argument("--methods", default="truncate,chunks,segments,longclip",
-                   help="comma-separated prompt encodings and/or 'rendered' (default: %(default)s)")
+                   help="comma-separated prompt encodings and/or 'rendered', 'reconstructed' (default: %(default)s)")
     g.add_argument("--pipeline", metavar="DIR",
                    help="local diffusers SD-1.5/SDXL directory (default: the embedded one)")
     g.add_argument("--lora", metavar="DIR", help="a UNet LoRA from 'vision-long train preference' (OUT/model)")
@@ -104,7 +111,10 @@ def cmd_eval(args) -> None:
         return cmd_eval_vqa(args)
     if args.suite == "t2i-alignment":
         return cmd_eval_t2i_alignment(args)
-    from vision_long.eval.long_retrieval import evaluate_long_retrieval, plot_recall_by_length
+    from vision_long.eval.long_retrieval import (
+        evaluate_long_retrieval,
+        plot_recall_by_length,
+    )
 
     results = {}
     for spec in args.model:

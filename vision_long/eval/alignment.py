@@ -9,7 +9,9 @@ never sees the second group. `acc_77_to_240` / `acc_after_240` split the second 
 LongAlign's 240 merged CLIP rows hold (6 x 6 captions run to ~750 tokens; only an LLM branch reads past 240).
 The `t2i-alignment` suite generates one image per evaluation scene's long caption with each prompt encoding
 (`encode_long_prompt`; the same seed per prompt across methods) and reports these numbers per method; method
-"rendered" parses the scenes' own renders, i.e. the parser's own accuracy. Method "segments+llm" runs on a
+"rendered" parses the scenes' own renders, i.e. the parser's own accuracy; method "reconstructed" parses those renders
+after a round trip through the pipeline's VAE (encode, posterior mean, decode), the ceiling of any image the
+pipeline can generate, since every generation is decoded by that VAE. Method "segments+llm" runs on a
 pipeline carrying an LLM branch (`diffusion.conditioning.load_llm_conditioning`), whose UNet LoRA is switched
 off for the other methods, so they see the base UNet.
 """
@@ -47,6 +49,8 @@ from vision_long.training.trainer import OptimConfig, train
 
 DEFAULT_PARSER = Path(__file__).resolve().parent.parent / "assets" / "cell-parser"
 RENDERED = "rendered"  # the suite's method that parses the scenes' own renders
+RECONSTRUCTED = "reconstructed"  # ... and the renders after a round trip through the pipeline's VAE
+PARSED_SCENES = (RENDERED, RECONSTRUCTED)  # methods that generate nothing
 RENDER_SIZE = 64  # side of the rendered images when no pipeline fixes the resolution (the default CLIP's size)
 HEADS: tuple[tuple[str, int], ...] = (
     ("presence", 2), ("color", len(COLORS)), ("shape", len(SHAPES)), ("size", len(SIZES)))
@@ -246,6 +250,20 @@ def generate_images(
     return images
 
 
+@torch.no_grad()
+def vae_round_trip(pipe, images: list[Image.Image], batch_size: int = 16) -> list[Image.Image]:
+    """The images after the pipeline's VAE: encode, posterior mean, decode (RGB, same size). What a generation
+    can at best look like, since every generated latent is decoded by this VAE."""
+    vae, out = pipe.vae, []
+    for start in range(0, len(images), batch_size):
+        array = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images[start : start + batch_size]])
+        x = torch.from_numpy(array).permute(0, 3, 1, 2).div(127.5).sub(1).to(device=vae.device, dtype=vae.dtype)
+        decoded = vae.decode(vae.encode(x).latent_dist.mean).sample.float().clamp(-1, 1)
+        pixels = decoded.add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        out += [Image.fromarray(p) for p in pixels]
+    return out
+
+
 @dataclass
 class AlignmentSuite:
     """What `evaluate_t2i_alignment` runs: methods (prompt encodings and/or "rendered"), scenes and sampler."""
@@ -262,9 +280,9 @@ class AlignmentSuite:
     def __post_init__(self) -> None:
         from vision_long.diffusion.prompts import METHODS
 
-        unknown = [m for m in self.methods if m not in (*METHODS, RENDERED)]
+        unknown = [m for m in self.methods if m not in (*METHODS, *PARSED_SCENES)]
         if unknown or not self.methods:
-            known = ", ".join((*METHODS, RENDERED))
+            known = ", ".join((*METHODS, *PARSED_SCENES))
             raise ValueError(f"unknown methods {unknown or '(none)'}; expected some of {known}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
@@ -301,7 +319,8 @@ def evaluate_t2i_alignment(suite: AlignmentSuite, parser: CellParser, pipe=None,
     from vision_long.diffusion.prompts import LLM_METHOD
 
     if pipe is None and any(m != RENDERED for m in suite.methods):
-        raise ValueError("generating images needs a pipeline; only method 'rendered' runs without one")
+        raise ValueError("generating or reconstructing images needs a pipeline; only method 'rendered' runs "
+                         "without one")
     if LLM_METHOD in suite.methods and pipeline_llm_branch(pipe) is None:
         raise ValueError("method 'segments+llm' needs an LLM adapter: load one onto the pipeline with "
                          "diffusion.conditioning.load_llm_conditioning (or longsd.load_longsd)")
@@ -315,14 +334,16 @@ def evaluate_t2i_alignment(suite: AlignmentSuite, parser: CellParser, pipe=None,
         start = time.perf_counter()
         if method == RENDERED:
             images = [s.render(size) for s in scenes]
+        elif method == RECONSTRUCTED:
+            images = vae_round_trip(pipe, [s.render(size) for s in scenes], suite.batch_size)
         else:
             with branch_lora_enabled(pipe, method == LLM_METHOD):
                 images = generate_images(pipe, captions, seeds, method, suite.steps, suite.guidance,
                                          suite.batch_size, suite.encode_kwargs if method == "longclip" else None)
         metrics = alignment_metrics(scenes, parse_images(parser, images, suite.grid))
         results.append({"suite": "t2i-alignment", "method": method, **metrics, "grid": suite.grid, "seed": suite.seed,
-                        "steps": None if method == RENDERED else suite.steps,
-                        "guidance": None if method == RENDERED else suite.guidance,
+                        "steps": None if method in PARSED_SCENES else suite.steps,
+                        "guidance": None if method in PARSED_SCENES else suite.guidance,
                         "image_size": images[0].width, "seconds": round(time.perf_counter() - start, 1)})
     return results
 
