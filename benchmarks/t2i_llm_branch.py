@@ -41,7 +41,7 @@ from vision_long.eval.alignment import (
 )
 
 POSITIONS = ("acc_before_77", "acc_77_to_240", "acc_after_240", "acc_all")
-ATTRIBUTES = ("presence", "color", "shape", "size")
+ATTRIBUTES = ("presence", "empty_cells", "color", "shape", "size")
 BLIND = "segments+llm, LLM blind"
 SHEET_SCENES = 6
 
@@ -120,8 +120,9 @@ def main() -> None:
                 f"Machine: {machine()}. {args.n} evaluation scenes ({args.grid}x{args.grid}; objects whose sentence "
                 f"starts before token 77 / at 77-240 / after 240: {counts['n_before_77']} / {counts['n_77_to_240']} / "
                 f"{counts['n_after_240']}), one image each, DDIM {args.steps} steps, guidance {args.guidance}. "
-                "Accuracy as in t2i_alignment (mean of the four attribute hits per object); presence ... size: each "
-                "attribute over all objects.\n\n" + "\n".join(table)
+                "Accuracy as in t2i_alignment (mean of the four attribute hits per object); presence, color, shape, "
+                "size: each attribute over all objects; empty_cells: empty cells left empty (drawing an object in "
+                "every cell scores presence 100 and empty_cells 0).\n\n" + "\n".join(table)
                 + f"\n\nSamples (`{sheet.name}`): columns ground truth | segments | segments+llm | LLM blind; the "
                 f"first {SHEET_SCENES} evaluation scenes.\n")
         update_section(args.section, body)
