@@ -187,22 +187,17 @@ class LLMBranch:
         adapter's output for a zero row, computed once. Equal to `adapter(token_states(texts))`, at a fraction
         of the cost when prompts are shorter than `tokens`.
         """
-        unique = list(dict.fromkeys(texts))
-        index = torch.tensor([unique.index(t) for t in texts], device=self.adapter.device)
+        position = {text: i for i, text in enumerate(dict.fromkeys(texts))}
+        unique, tokens = list(position), self.config.tokens
+        index = torch.tensor([position[t] for t in texts], device=self.adapter.device)
         cast = {"device": self.adapter.device, "dtype": self.adapter.dtype}
         if self.config.pad_mode != "zeros":
-            states = self.embedder.token_states(unique, self.config.tokens, self.config.pad_mode)
-            return self.adapter(states.to(**cast))[index]
-        rows = self.embedder.token_rows(unique, self.config.tokens)
-        packed = torch.cat([*rows, rows[0].new_zeros(1, self.embedder.dim)]).to(**cast)
-        adapted = self.adapter(packed[None])[0]
+            return self.adapter(self.embedder.token_states(unique, tokens, self.config.pad_mode).to(**cast))[index]
+        rows = self.embedder.token_rows(unique, tokens)
+        adapted = self.adapter(torch.cat([*rows, rows[0].new_zeros(1, self.embedder.dim)]).to(**cast)[None])[0]
         fill = adapted[-1:]
-        out, start = [], 0
-        for states in rows:
-            count = len(states)
-            out.append(torch.cat([adapted[start : start + count], fill.expand(self.config.tokens - count, -1)]))
-            start += count
-        return torch.stack(out)[index]
+        parts = adapted[:-1].split([len(r) for r in rows])
+        return torch.stack([torch.cat([p, fill.expand(tokens - len(p), -1)]) for p in parts])[index]
 
 
 def attach_llm_branch(pipe, branch: LLMBranch) -> None:

@@ -252,15 +252,13 @@ def generate_images(
 
 @torch.no_grad()
 def vae_round_trip(pipe, images: list[Image.Image], batch_size: int = 16) -> list[Image.Image]:
-    """The images after the pipeline's VAE: encode, posterior mean, decode (RGB, same size). What a generation
-    can at best look like, since every generated latent is decoded by this VAE."""
-    vae, out = pipe.vae, []
+    """The images after the pipeline's VAE: encode, posterior mean, decode (RGB, same size), through the pipeline's
+    own `image_processor`. What a generation can at best look like, since every generated latent is decoded by
+    this VAE."""
+    vae, processor, out = pipe.vae, pipe.image_processor, []
     for start in range(0, len(images), batch_size):
-        array = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images[start : start + batch_size]])
-        x = torch.from_numpy(array).permute(0, 3, 1, 2).div(127.5).sub(1).to(device=vae.device, dtype=vae.dtype)
-        decoded = vae.decode(vae.encode(x).latent_dist.mean).sample.float().clamp(-1, 1)
-        pixels = decoded.add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        out += [Image.fromarray(p) for p in pixels]
+        x = processor.preprocess(images[start : start + batch_size]).to(device=vae.device, dtype=vae.dtype)
+        out += processor.postprocess(vae.decode(vae.encode(x).latent_dist.mean).sample, output_type="pil")
     return out
 
 
