@@ -34,6 +34,17 @@ def update_section(name: str, body: str) -> None:
     """Replace (or append) the section delimited by `<!-- name:start -->` / `<!-- name:end -->`."""
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     block = f"<!-- {name}:start -->\n{body.strip()}\n<!-- {name}:end -->"
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.DOTALL)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+def image_sheet(columns: list[list], cell: int):
+    """A white sheet of equal-length image columns, each image scaled to `cell` px (nearest) with 2 px gaps."""
+    from PIL import Image
+
+    sheet = Image.new("RGB", (len(columns) * (cell + 2), len(columns[0]) * (cell + 2)), "white")
+    for j, column in enumerate(columns):
+        for i, image in enumerate(column):
+            sheet.paste(image.resize((cell, cell), Image.NEAREST), (j * (cell + 2), i * (cell + 2)))
+    return sheet

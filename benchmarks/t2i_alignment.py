@@ -18,9 +18,8 @@ import json
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from benchmarks.results import RESULTS, machine, update_section
+from benchmarks.results import RESULTS, image_sheet, machine, update_section
 from vision_long.diffusion.pipelines import load_pipeline
 from vision_long.diffusion.preference import load_lora
 from vision_long.eval.alignment import (
@@ -64,11 +63,7 @@ def sample_sheet(pipeline: str | None, pipe, methods: list[str], loras: dict[str
         columns.append(generate_images(with_lora(pipeline, run), captions, seeds, methods[0], steps, guidance,
                                        SHEET_SCENES))
     cell = 2 * size
-    sheet = Image.new("RGB", (len(columns) * (cell + 2), SHEET_SCENES * (cell + 2)), "white")
-    for j, column in enumerate(columns):
-        for i, image in enumerate(column):
-            sheet.paste(image.resize((cell, cell), Image.NEAREST), (j * (cell + 2), i * (cell + 2)))
-    sheet.save(out)
+    image_sheet(columns, cell).save(out)
 
 
 def curves_plot(loras: dict[str, str], out: Path) -> None:

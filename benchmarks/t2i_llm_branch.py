@@ -19,9 +19,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from PIL import Image
 
-from benchmarks.results import RESULTS, machine, update_section
+from benchmarks.results import RESULTS, image_sheet, machine, update_section
 from vision_long.diffusion.conditioning import (
     LLMBranch,
     attach_llm_branch,
@@ -54,6 +53,7 @@ class BlindBranch(LLMBranch):
 
 
 def blind(branch: LLMBranch) -> BlindBranch:
+    """`branch` with its LLM blinded (same adapter and LoRA)."""
     return BlindBranch(branch.embedder, branch.adapter, branch.config, branch.lora)
 
 
@@ -69,11 +69,7 @@ def sample_sheet(pipe, branch: LLMBranch, suite: AlignmentSuite, out) -> None:
             columns.append(generate_images(pipe, captions, seeds, method, suite.steps, suite.guidance, SHEET_SCENES))
     attach_llm_branch(pipe, branch)
     cell = 3 * size
-    sheet = Image.new("RGB", (len(columns) * (cell + 2), SHEET_SCENES * (cell + 2)), "white")
-    for j, column in enumerate(columns):
-        for i, image in enumerate(column):
-            sheet.paste(image.resize((cell, cell), Image.NEAREST), (j * (cell + 2), i * (cell + 2)))
-    sheet.save(out)
+    image_sheet(columns, cell).save(out)
 
 
 def main() -> None:
