@@ -78,8 +78,9 @@ def tiny_language_model(kind: str, vocab_size: int):
     return LlamaForCausalLM(config)
 
 
-def tiny_lmm(projector: str = "mlp", lm: str = "llama", seed: int = 0) -> ZoomLMM:
-    """A random ZoomLMM (32-pixel crops, 4 x 4 patches pooled to 2 x 2, LM width 48) in eval mode."""
+def tiny_lmm(projector: str = "mlp", lm: str = "llama", seed: int = 0, zoom: ZoomConfig | None = None) -> ZoomLMM:
+    """A random ZoomLMM (32-pixel crops, 4 x 4 patches pooled to 2 x 2, LM width 48) in eval mode; `zoom`
+    defaults to v1_k 2, text_k 3 and no text zoom head."""
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     model = ZoomLMM.from_parts(
@@ -88,6 +89,6 @@ def tiny_lmm(projector: str = "mlp", lm: str = "llama", seed: int = 0) -> ZoomLM
         tokenizer,
         projector=projector,
         pooled_grid=POOLED_GRID,
-        zoom=ZoomConfig(v1_k=2, text_k=3),
+        zoom=zoom or ZoomConfig(v1_k=2, text_k=3),
     )
     return model.eval()

@@ -8,9 +8,15 @@ from PIL import Image
 
 from vision_long.cli import main
 from vision_long.commands.lmm import ZOOM_CHOICES
-from vision_long.lmm import ask_image, draw_crops, save_lmm, vqa_item
 from vision_long.lmm import ask as ask_module
-from vision_long.lmm.ask import HIGH_COLOR, MEDIUM_COLOR, crops_used, default_lmm_path, resolve_lmm
+from vision_long.lmm import ask_image, draw_crops, save_lmm, vqa_item
+from vision_long.lmm.ask import (
+    HIGH_COLOR,
+    MEDIUM_COLOR,
+    crops_used,
+    default_lmm_path,
+    resolve_lmm,
+)
 from vision_long.lmm.model import ZOOM_MODES
 
 

@@ -57,6 +57,8 @@ def test_image_tokens_count_the_zoom_modes_crops(model, zoom, crops):
     result = evaluate_vqa(model, n=2, zoom=zoom)
     assert result["image_tokens"] == GLOBAL_BLOCK + crops * POOLED_BLOCK
     assert 0 <= result["accuracy"] <= 1 and set(result) >= {"accuracy", "image_tokens", "n", "zoom", "seed"}
+    assert (result["zoom_found"] is None) == (zoom == "multires")  # v1 and text select; multires keeps all
+    assert result["zoom_found"] is None or 0 <= result["zoom_found"] <= 1
 
 
 def test_bad_inputs(model):

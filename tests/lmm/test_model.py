@@ -11,6 +11,8 @@ from PIL import Image
 from vision_long.checkpoints import CheckpointError, load_native, save_native
 from vision_long.lmm import (
     LMMConfig,
+    TextZoomHead,
+    ZoomConfig,
     ZoomLMM,
     load_lmm,
     multi_resolution_crops,
@@ -137,6 +139,27 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, item, lm, projec
     assert torch.equal(logits[0], logits[1])
     ask = {"zoom": "v1", "max_new_tokens": 6}
     assert model.ask(item.image(), item.question, **ask).text == loaded.ask(item.image(), item.question, **ask).text
+
+
+def test_a_text_zoom_head_is_saved_and_selects_after_loading(tmp_path, item, default_encoder):
+    model = tiny_lmm(seed=2, zoom=ZoomConfig(v1_k=2, text_k=3, text_dim=default_encoder.embed_dim))
+    assert isinstance(model.zoom_head, TextZoomHead)
+    with torch.no_grad():
+        model.zoom_head.place[2].bias.normal_()  # a head that is not its initialisation
+    loaded = load_lmm(save_lmm(model, tmp_path / "lmm"))
+    original, restored = model.zoom_head.state_dict(), loaded.zoom_head.state_dict()
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+    ask = {"zoom": "text", "text_encoder": default_encoder, "max_new_tokens": 2}
+    answers = [m.ask(item.image(), item.question, **ask) for m in (model, loaded)]
+    expected = select_zoom_text(answers[0].crops, item.question, default_encoder, k=3, head=model.zoom_head)
+    assert answers[0].selection.indices == answers[1].selection.indices == expected.indices
+    assert answers[0].text == answers[1].text
+    # The selected high crops enter best first: their place embeddings follow the selection's order.
+    features, _ = model.image_features(answers[0].crops, "text", item.question, default_encoder)
+    places = [(2, *divmod(i, answers[0].crops.high.columns)) for i in expected.indices]
+    crops = [answers[0].crops.high.crops[i] for i in expected.indices]
+    pooled = pool_patch_grid(model.encode_crops(crops), model.config.resolution.pooled_grid)
+    torch.testing.assert_close(torch.stack(features[-3:]), pooled + model.crop_position_embeddings(places)[:, None])
 
 
 def test_tied_embeddings_stay_tied_after_loading(tmp_path):

@@ -17,6 +17,7 @@ from vision_long.lmm.training import (
     VQABatches,
     build_language_model,
     build_lmm,
+    fit_text_zoom_head,
     max_image_tokens,
     train_lmm,
     vqa_tokenizer,
@@ -131,6 +132,25 @@ def test_two_step_run_trains_the_projector_and_lm_only(tmp_path):
     ask = {"zoom": "none", "max_new_tokens": 3}
     assert loaded.ask(item.image(), item.question, **ask).text == model.ask(item.image(), item.question, **ask).text
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_a_text_zoom_run_fits_its_head_first_and_keeps_it_frozen(tmp_path, default_encoder):
+    recipe = tiny_recipe(tmp_path / "run", zoom=("text",), zoom_head_items=6)
+    model = train_lmm(recipe)
+    report = json.loads((tmp_path / "run" / "zoom_head.json").read_text())
+    assert 0 < report["questions"] <= 6 and 0 <= report["top1_held_out"] <= 1 and report["loss_last"] > 0
+    assert load_lmm(tmp_path / "run" / "model").config.zoom.text_dim == default_encoder.embed_dim
+    torch.manual_seed(recipe.data.seed)  # what train_lmm does before the LM trains
+    fitted = build_lmm(recipe, default_encoder)
+    assert fit_text_zoom_head(fitted, default_encoder, recipe) == report
+    trained = model.zoom_head.state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in fitted.zoom_head.state_dict().items())
+    assert not any(p.requires_grad for p in model.zoom_head.parameters())
+    assert build_lmm(tiny_recipe(tmp_path, zoom=("text",), zoom_head_items=0)).zoom_head is None
+    with pytest.raises(ValueError, match="needs its text_encoder"):
+        build_lmm(tiny_recipe(tmp_path, zoom=("text",)))
+    with pytest.raises(ValueError, match="zoom_head_items"):
+        tiny_recipe(tmp_path, zoom_head_items=-1)
 
 
 def test_an_fp16_install_loads_in_fp32(tmp_path):

@@ -39,7 +39,8 @@ def evaluate_vqa(
     """Answer `n` evaluation items with `model` under `zoom` (greedy decoding) and score them.
 
     Returns accuracy (exact match after normalization), image_tokens (mean per image), n, zoom, seed, by_kind
-    (accuracy per question kind present) and seconds. `text_encoder` (zoom "text") defaults to the one the
+    (accuracy per question kind present), zoom_found (v1 / text: the share of questions about an object whose
+    selected high crops include the one holding it; None for the other modes) and seconds. `text_encoder` (zoom "text") defaults to the one the
     model's config names.
     """
     if not isinstance(model, ZoomLMM):
@@ -53,6 +54,7 @@ def evaluate_vqa(
     config = config or VQAConfig()
     start = time.perf_counter()
     hits: dict[str, list[bool]] = defaultdict(list)
+    found: list[bool] = []
     correct, tokens = 0, 0
     for item_seed in tqdm(vqa_seeds("eval", n, start=seed * n), desc=f"vqa ({zoom})", disable=not progress):
         item = vqa_item(item_seed, config)
@@ -61,6 +63,8 @@ def evaluate_vqa(
         hits[item.kind].append(hit)
         correct += hit
         tokens += answer.image_tokens
+        if answer.selection is not None and item.point() is not None:
+            found.append(answer.crops.high.index_at(item.point()) in answer.selection.indices)
     return {
         "accuracy": correct / n,
         "image_tokens": tokens / n,
@@ -68,5 +72,6 @@ def evaluate_vqa(
         "zoom": zoom,
         "seed": seed,
         "by_kind": {kind: sum(h) / len(h) for kind, h in sorted(hits.items())},
+        "zoom_found": sum(found) / len(found) if found else None,
         "seconds": round(time.perf_counter() - start, 1),
     }

@@ -1,6 +1,7 @@
 """A Dragonfly-style multi-resolution vision-language model with text-conditioned zoom-in (issue #8).
 
 `processing` cuts images into crops at three resolutions, pools patch grids and selects zoom-in crops;
+`zoom_head` learns where a question points for text-conditioned zoom;
 `model` composes a transformers CLIP vision tower, a projector and a causal LM; `loading` saves and loads it;
 `vqa` makes ShapeScenes questions with exact answers; `vision` turns one of our CLIPs' image towers into a
 transformers `CLIPVisionModel`; `ask` answers and draws the crops for the command line and demos;
@@ -21,13 +22,22 @@ from vision_long.lmm.processing import (
     select_zoom_v1,
 )
 from vision_long.lmm.vision import vision_tower_from_clip
-from vision_long.lmm.vqa import VQAConfig, VQADataset, VQAItem, vqa_item, vqa_seeds, vqa_vocabulary
+from vision_long.lmm.vqa import (
+    VQAConfig,
+    VQADataset,
+    VQAItem,
+    vqa_item,
+    vqa_seeds,
+    vqa_vocabulary,
+)
+from vision_long.lmm.zoom_head import TextZoomHead
 
 __all__ = [
     "LMMAnswer",
     "LMMConfig",
     "MultiResolutionConfig",
     "MultiResolutionCrops",
+    "TextZoomHead",
     "VQAConfig",
     "VQADataset",
     "VQAItem",

@@ -20,8 +20,9 @@ Zoom modes (which crops reach the LM):
   none      the global view only
   multires  global + all medium + all high crops, pooled (Dragonfly v2)
   v1        global + medium + the top-k high crops per medium crop (Dragonfly v1's selection)
-  text      global + medium + the top-k high crops by long-text CLIP similarity to the question (ours)
-Selected high crops enter in row-major order, as in Dragonfly v1.
+  text      global + medium + the top-k high crops by long-text CLIP similarity to the question (ours), scored
+            by a learned `TextZoomHead` when the config has one (it also reads where the question points)
+v1's high crops enter in row-major order, as in Dragonfly v1; text zoom's enter best first.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ import torch
 from open_clip.transform import image_transform
 from PIL import Image
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+)
 
 from vision_long.encoders.base import Encoder
 from vision_long.encoders.batching import preprocess_images
@@ -57,6 +63,7 @@ from vision_long.lmm.processing import (
     select_zoom_text,
     select_zoom_v1,
 )
+from vision_long.lmm.zoom_head import PLACE_GRID, TextZoomHead
 
 IMAGE_TOKEN = "<image>"  # one per visual embedding (Dragonfly: <|reserved_special_token_0|>)
 SEPARATOR_TOKEN = "<crop_sep>"  # after each crop (Dragonfly: <|reserved_special_token_1|>)
@@ -73,11 +80,15 @@ CROP_POSITION_INIT_STD = 0.02  # as transformers' default `initializer_range` fo
 
 @dataclass(frozen=True)
 class ZoomConfig:
-    """How many high crops each zoom mode keeps, and the long-text CLIP (a `load_encoder` spec) for `text`."""
+    """How many high crops each zoom mode keeps, the long-text CLIP (a `load_encoder` spec) for `text`, and its
+    learned head: `text_dim` > 0 (the CLIP's embedding width) gives the model a `TextZoomHead` with a
+    `place_grid` x `place_grid` heat map; 0 ranks crops by the CLIP similarity alone."""
 
     v1_k: int = V1_TOP_K  # per medium crop
     text_k: int = TEXT_TOP_K  # for the whole image
     text_encoder: str = "default"
+    text_dim: int = 0
+    place_grid: int = PLACE_GRID
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; `from_dict` inverts it."""
@@ -198,6 +209,8 @@ class ZoomLMM(nn.Module):
                 f"{patch_grid} x {patch_grid} patch grid"
             )
         self.preprocess = image_transform(config.resolution.crop_size, is_train=False)  # OpenAI CLIP mean/std
+        zoom = config.zoom
+        self.zoom_head = TextZoomHead(zoom.text_dim, zoom.place_grid) if zoom.text_dim else None
         self.tokenizer = None
         if tokenizer is not None:
             self.attach_tokenizer(tokenizer)
@@ -305,8 +318,8 @@ class ZoomLMM(nn.Module):
         selection = None
         if zoom == "text":
             encoder = _cached_encoder(self.config.zoom.text_encoder) if text_encoder is None else text_encoder
-            selection = select_zoom_text(crops, question, encoder, self.config.zoom.text_k)
-            high_indices = sorted(selection.indices)
+            selection = select_zoom_text(crops, question, encoder, self.config.zoom.text_k, self.zoom_head)
+            high_indices = list(selection.indices)  # best first
             high = [high[i] for i in high_indices]
         tokens = self.encode_crops([crops.global_view, *medium, *high])
         global_tokens, zoomed = tokens[:1], tokens[1:]

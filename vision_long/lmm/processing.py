@@ -11,7 +11,8 @@ Two ways to keep only some high crops ("zoom in"):
   `select_zoom_v1`    Dragonfly v1 (§1.3): per medium crop, the top-k high crops inside it by the dot product of
                       token-mean projected features. It never looks at the question.
   `select_zoom_text`  ours: the top-k high crops by cosine similarity between a long-text CLIP's embedding of the
-                      question and the crops' image embeddings.
+                      question and the crops' image embeddings, or by a learned head over the same embeddings
+                      that also scores where the question points (`zoom_head.TextZoomHead`).
 Both return the chosen crops' boxes in the original image's pixels and their scores, for visualization.
 """
 
@@ -76,6 +77,14 @@ class CropGrid:
     def __len__(self) -> int:
         return len(self.crops)
 
+    def index_at(self, point: tuple[float, float]) -> int:
+        """The row-major index of the crop whose box holds `point` ((x, y) in the original's pixels)."""
+        x, y = point
+        for index, (left, top, right, bottom) in enumerate(self.boxes):
+            if left <= x < right and top <= y < bottom:
+                return index
+        raise ValueError(f"no crop of this {self.columns} x {self.rows} grid holds the point {point}")
+
 
 @dataclass(frozen=True)
 class MultiResolutionCrops:
@@ -92,6 +101,12 @@ class MultiResolutionCrops:
         index = torch.arange(len(self.high))
         row, column = index // self.high.columns, index % self.high.columns
         return (row // factor) * self.medium.columns + column // factor
+
+    def high_centers(self) -> torch.Tensor:
+        """Tensor[H, 2]: each high crop's centre (x, y) as fractions of the image's width and height."""
+        width, height = self.original_size
+        return torch.tensor([((left + right) / 2 / width, (top + bottom) / 2 / height)
+                             for left, top, right, bottom in self.high.boxes])
 
 
 @dataclass(frozen=True)
@@ -223,12 +238,18 @@ def select_zoom_v1(
 
 
 def select_zoom_text(
-    crops: MultiResolutionCrops, question: str, encoder: Encoder, k: int = TEXT_TOP_K
+    crops: MultiResolutionCrops,
+    question: str,
+    encoder: Encoder,
+    k: int = TEXT_TOP_K,
+    head: torch.nn.Module | None = None,
 ) -> ZoomSelection:
-    """Text-conditioned zoom-in: the `k` high crops whose `encoder` image embedding is closest to the question's.
+    """Text-conditioned zoom-in: the `k` high crops that best match the question, best first.
 
     Scores are cosine similarities between `encoder.encode_text([question])` (Tensor[1, D]) and
-    `encoder.encode_image(high crops)` (Tensor[H, D]); a long-text CLIP reads the whole question.
+    `encoder.encode_image(high crops)` (Tensor[H, D]); a long-text CLIP reads the whole question. With a `head`
+    (a `zoom_head.TextZoomHead`) the scores are the head's: a learned scale on those similarities plus where the
+    question points, read at each crop's centre.
     """
     if not isinstance(encoder, Encoder):
         raise TypeError(f"encoder must satisfy vision_long's Encoder protocol, got {type(encoder).__name__}")
@@ -238,7 +259,12 @@ def select_zoom_text(
     with torch.inference_mode():
         text = encoder.encode_text([question], normalize=True)  # [1, D]
         images = encoder.encode_image(list(crops.high.crops), normalize=True)  # [H, D]
-    scores = (images.float() @ text.float().T).squeeze(1)  # [H]
+        if head is None:
+            scores = (images.float() @ text.float().T).squeeze(1)  # [H]
+        else:
+            device = next(head.parameters()).device
+            scores = head(text.float().to(device), images.float().to(device)[None],
+                          crops.high_centers().to(device)[None])[0]
     return _selection("text", crops, scores.topk(k).indices.tolist(), scores)
 
 

@@ -15,16 +15,24 @@ it the selected subsets the zoom modes produce at test time.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from vision_long.data.scenes import TRAIN_SEEDS
 from vision_long.distributed import init_from_env, is_main, rank, world_size
+from vision_long.encoders.base import Encoder
 from vision_long.encoders.loading import load_encoder
 from vision_long.lmm.loading import save_lmm
 from vision_long.lmm.model import (
@@ -39,7 +47,15 @@ from vision_long.lmm.model import (
 )
 from vision_long.lmm.processing import MEDIUM_LAYOUTS, multi_resolution_crops
 from vision_long.lmm.vision import vision_tower_from_clip
-from vision_long.lmm.vqa import WORD_PATTERN, VQAConfig, VQADataset, vqa_seeds, vqa_vocabulary
+from vision_long.lmm.vqa import (
+    WORD_PATTERN,
+    VQAConfig,
+    VQADataset,
+    vqa_item,
+    vqa_seeds,
+    vqa_vocabulary,
+)
+from vision_long.lmm.zoom_head import fit_zoom_head, zoom_head_data, zoom_head_top1
 from vision_long.training.trainer import FINAL_DIR, OptimConfig, train
 
 UNK, PAD, BOS, EOS = "[UNK]", "[PAD]", "<s>", "</s>"
@@ -47,6 +63,7 @@ LM_KINDS = ("llama", "gpt2")
 DEFAULT_POOLED_GRID = 2  # the default CLIP's 8 x 8 patch grid pooled to 2 x 2 (+ CLS): 5 embeddings per crop
 PROMPT_MARGIN = 64  # positions kept for the prompt and the answer after the largest image block
 EASY_GRIDS = (2, 3)  # scene grids of every other training item (VQABatches)
+ZOOM_HEAD_ITEMS = 1000  # training items whose questions fit the text zoom head (those about an object: ~80 %)
 FEATURE_STAT_IMAGES = 8  # training images whose crops give the feature standardization (8 x 41 crops by default)
 
 
@@ -152,7 +169,9 @@ class LMMRecipe:
 
     vision: the `load_encoder` spec whose image tower becomes the frozen vision tower; pooled_grid: medium/high
     crops' pooled patch grid side (must divide the tower's patch grid); zoom: the training zoom mode(s), cycled
-    per step; zoom_config: top-k of v1 / text zoom and the long-text CLIP that text zoom uses.
+    per step; zoom_config: top-k of v1 / text zoom and the long-text CLIP that text zoom uses; zoom_head_items:
+    training questions that fit text zoom's learned head before the LM trains (`fit_text_zoom_head`; 0: no head,
+    crops ranked by the CLIP similarity alone).
     """
 
     out_dir: str
@@ -162,6 +181,7 @@ class LMMRecipe:
     pooled_grid: int = DEFAULT_POOLED_GRID
     zoom: tuple[str, ...] = ("multires",)
     zoom_config: ZoomConfig = field(default_factory=ZoomConfig)
+    zoom_head_items: int = ZOOM_HEAD_ITEMS
     data: VQABatches = field(default_factory=VQABatches)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(steps=2000, lr=1e-3, warmup=100, weight_decay=0.01, checkpoint_every=250)
@@ -174,25 +194,33 @@ class LMMRecipe:
             raise ValueError(f"projector must be one of {PROJECTORS}, got {self.projector!r}")
         if not self.zoom or any(mode not in ZOOM_MODES for mode in self.zoom):
             raise ValueError(f"zoom must be a non-empty list of {ZOOM_MODES}, got {self.zoom!r}")
+        if self.zoom_head_items < 0:
+            raise ValueError(f"zoom_head_items must be non-negative, got {self.zoom_head_items}")
 
 
-def build_lmm(recipe: LMMRecipe) -> ZoomLMM:
+def build_lmm(recipe: LMMRecipe, text_encoder: Encoder | None = None) -> ZoomLMM:
     """The untrained model of `recipe`: frozen vision tower, random projector and LM, VQA tokenizer (CPU, fp32).
 
     The tower reads the CLIP's penultimate layer (LLaVA, Dragonfly) and is cut after it, so the last block is
     neither run nor stored. Its features are standardized with statistics of every crop of the first
-    `FEATURE_STAT_IMAGES` training images (`ZoomLMM.set_feature_statistics`).
+    `FEATURE_STAT_IMAGES` training images (`ZoomLMM.set_feature_statistics`). When the recipe fits a text zoom
+    head, the model gets an untrained one as wide as `text_encoder`'s embeddings (required then).
     """
     tokenizer = vqa_tokenizer()
     tokenizer.add_tokens([IMAGE_TOKEN, SEPARATOR_TOKEN], special_tokens=True)  # before the LM: no resizing
     clip = load_encoder(recipe.vision)
+    zoom = recipe.zoom_config
+    if uses_zoom_head(recipe):
+        if text_encoder is None:
+            raise ValueError("a recipe that fits a text zoom head needs its text_encoder")
+        zoom = replace(zoom, text_dim=text_encoder.embed_dim)
     model = ZoomLMM.from_parts(
         vision_tower_from_clip(clip, layers=clip.config.vision.layers + 1 + PENULTIMATE_LAYER),
         build_language_model(recipe.lm, tokenizer),
         tokenizer,
         projector=recipe.projector,
         pooled_grid=recipe.pooled_grid,
-        zoom=recipe.zoom_config,
+        zoom=zoom,
         vision_layer=-1,
     )
     needed = max_image_tokens(model) + PROMPT_MARGIN
@@ -209,13 +237,54 @@ def build_lmm(recipe: LMMRecipe) -> ZoomLMM:
     return model
 
 
+def uses_zoom_head(recipe: LMMRecipe) -> bool:
+    """Whether `recipe` fits a learned text zoom head: it trains under text zoom with zoom_head_items > 0."""
+    return "text" in recipe.zoom and recipe.zoom_head_items > 0
+
+
+def fit_text_zoom_head(model: ZoomLMM, text_encoder: Encoder, recipe: LMMRecipe) -> dict[str, float]:
+    """Fit `model.zoom_head` on the first `recipe.zoom_head_items` training items that ask about an object (the
+    batches' mix of grids), then freeze it. A fifth of them (at least one) are held out; returns the top-1 rates
+    (the asked object's crop scored first) before and after fitting, on both parts, and the fitting loss."""
+    if model.zoom_head is None:
+        raise ValueError("the model has no text zoom head (its config's zoom.text_dim is 0)")
+    items = [vqa_item(seed, recipe.data.config(i))
+             for i, seed in enumerate(vqa_seeds("train", recipe.zoom_head_items))]
+    items = [item for item in items if item.cell is not None]
+    if len(items) < 2:
+        raise ValueError(f"the first {recipe.zoom_head_items} training items ask about {len(items)} objects; "
+                         "fitting the text zoom head needs at least 2 (raise zoom_head_items)")
+    crops = [multi_resolution_crops(item.image(), model.config.resolution) for item in items]
+    data = zoom_head_data(crops, [item.question for item in items], [item.point() for item in items],
+                          text_encoder, progress=is_main())
+    fit, held_out = data.split(len(data) - max(1, len(data) // 5))
+    head = model.zoom_head.cpu()
+    report = {"top1_held_out_before": zoom_head_top1(head, held_out)}
+    torch.manual_seed(recipe.data.seed)
+    losses = fit_zoom_head(head, fit, seed=recipe.data.seed, progress=is_main())
+    report.update(top1_fit=zoom_head_top1(head, fit), top1_held_out=zoom_head_top1(head, held_out),
+                  loss_first=losses[0], loss_last=losses[-1], questions=len(data))
+    head.requires_grad_(False)
+    return report
+
+
 def train_lmm(recipe: LMMRecipe) -> ZoomLMM:
     """Train the projector and LM of `build_lmm(recipe)` on VQA; the final model (with its tokenizer, loadable
-    by `load_lmm`) is written to `recipe.out_dir/model`."""
+    by `load_lmm`) is written to `recipe.out_dir/model`. A text zoom head (`uses_zoom_head`) is fitted first and
+    stays frozen while the LM trains, so the LM sees the crops the trained model will select; its top-1 rates go
+    to `out_dir/zoom_head.json`."""
     device = init_from_env(recipe.device)
-    torch.manual_seed(recipe.data.seed)
-    model = build_lmm(recipe).to(device)
     text_encoder = load_encoder(recipe.zoom_config.text_encoder, device=device) if "text" in recipe.zoom else None
+    torch.manual_seed(recipe.data.seed)
+    model = build_lmm(recipe, text_encoder)
+    if uses_zoom_head(recipe):
+        report = fit_text_zoom_head(model, text_encoder, recipe)
+        if is_main():
+            Path(recipe.out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(recipe.out_dir) / "zoom_head.json").write_text(json.dumps(report, indent=2) + "\n")
+            print(f"text zoom head: the asked object's crop ranks first for {report['top1_held_out']:.1%} of "
+                  f"held-out questions ({report['top1_held_out_before']:.1%} before fitting)")
+    model = model.to(device)
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         batch = recipe.data.dataset(step)

@@ -81,6 +81,14 @@ class VQAItem:
         """The scene rendered at `image_size` x `image_size` pixels (RGB)."""
         return self.scene.render(self.image_size)
 
+    def point(self) -> tuple[float, float] | None:
+        """The centre of the asked object's cell in the image's pixels (x, y); None when no object is asked about."""
+        if self.cell is None:
+            return None
+        row, column = divmod(self.cell, self.scene.grid)
+        side = self.image_size / self.scene.grid
+        return ((column + 0.5) * side, (row + 0.5) * side)
+
 
 def vqa_seeds(split: str, n: int, start: int = 0) -> range:
     """`n` seeds of `split` ("train" or "eval") from the `start`-th on; the two splits never share a seed."""

@@ -21,6 +21,7 @@ def lmm_recipe_from_args(args):
                                intermediate=args.intermediate, max_positions=args.max_positions),
         projector=args.projector, pooled_grid=args.pooled_grid, zoom=tuple(args.zoom),
         zoom_config=ZoomConfig(v1_k=args.v1_k, text_k=args.text_k, text_encoder=args.text_encoder),
+        zoom_head_items=args.zoom_head_items,
         data=VQABatches(VQAConfig(grid=args.grid, image_size=args.image_size), batch_size=args.batch_size,
                         seed=args.seed),
         optim=optim, device=args.device, resume=not args.no_resume,
@@ -75,6 +76,10 @@ def add_parser(recipes) -> None:
                       help="high crops kept per medium crop by v1 zoom (default: %(default)s)")
     zoom.add_argument("--text-encoder", default="default",
                       help="the long-text CLIP that ranks crops for text zoom (default: %(default)s)")
+    zoom.add_argument("--zoom-head-items", type=int, default=1000,
+                      help="training questions that fit text zoom's learned head before the LM trains: it scores a "
+                      "crop by the CLIP similarity and by where the question points ('row 4, column 2'), which a "
+                      "crop's own image cannot show; 0 ranks by the CLIP similarity alone (default: %(default)s)")
     zoom.add_argument("--grid", type=int, default=6,
                       help="scene grid of the VQA items; every other item uses a 2 x 2 or 3 x 3 grid instead (easier "
                       "scenes for learning to read objects from crops) (default: %(default)s)")
