@@ -97,7 +97,7 @@ class StageDefaults:
 
 
 STAGE_DEFAULTS = {
-    "vae": StageDefaults(steps=1500, batch_size=16, lr=1e-3, warmup=50),  # 600 stops on the gray plateau
+    "vae": StageDefaults(steps=2400, batch_size=16, lr=1e-3, warmup=50),  # 1500 still loses half the colors
     "unet": StageDefaults(steps=2400, batch_size=32, lr=1e-3, warmup=100),
     LLM_METHOD: StageDefaults(steps=1200, batch_size=16, lr=5e-4, warmup=50),  # stage unet, conditioning segments+llm
 }
