@@ -7,8 +7,9 @@
 #   2. UNet (64-128-192 channels, cross-attention at 16 and 8 px and in the mid block, 8.8M parameters): noise
 #      prediction with Min-SNR weighting on the frozen VAE's latents, conditioned on the long captions through
 #      LongAlign segments of the embedded Long-CLIP's text tower (frozen), 10% empty-prompt dropout  2400 steps x 32
-# Sizing (seconds per step with data, 2 idle cores, 2 threads): VAE 0.9, UNet 1.2-1.5 (the text conditioning is
-# 0.2-0.3 s of it), so about 23 + 48-60 minutes: 71-83 minutes, inside the 90-minute budget (measured: 73).
+# Sizing (seconds per step with data, 2 idle cores, 2 threads): VAE 0.9-1.0, UNet 1.2 (the text conditioning is
+# 0.2-0.3 s of it), so about 36-39 + 48 minutes: 84-87 minutes, inside the 90-minute budget (measured: VAE 39
+# minutes; UNet 48-50 minutes when alone on the cores, 59 with other jobs beside it: benchmarks/RESULTS.md, t2i_build).
 # Scenes: 3 x 3 grids with cell occupancy drawn from [0.1, 1], so each object sentence is sometimes one of few.
 # A stage whose output exists is kept (delete RUN_DIR/vae/vae or RUN_DIR/unet/pipeline to retrain); an
 # interrupted stage resumes from its checkpoint.
