@@ -40,7 +40,9 @@ def register(sub) -> None:
         "ask", formatter_class=FORMATTER, help="answer a question about an image (multi-resolution LMM with zoom-in)",
         description="Answer a question about an image with a Dragonfly-style LMM: a global view, 4 medium crops and\n"
         "zoomed-in high crops go through a CLIP vision tower into a small language model. Zoom modes:\n"
-        "  text      the high crops a long-text CLIP finds closest to the question (ours; default)\n"
+        "  text      the high crops that best match the question by a long-text CLIP (ours; default): its\n"
+        "            similarity to each crop plus, with the model's learned zoom head, where the question points\n"
+        "            ('row 2, column 5')\n"
         "  v1        Dragonfly v1: per medium crop, the high crops most like it (ignores the question)\n"
         "  multires  every high crop, pooled (Dragonfly v2)\n"
         "  none      the global view only\n"
