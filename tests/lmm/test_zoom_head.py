@@ -43,6 +43,8 @@ def test_scores_are_the_scaled_similarity_plus_the_heat_at_each_crop_centre():
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
     heat, scale = head.heat(text)
     assert heat.tolist() == [[[1.0, 2.0], [3.0, 4.0]]] and scale.item() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="must be positive"):
+        TextZoomHead(0)
 
 
 def test_the_place_mlp_reads_standardized_text():

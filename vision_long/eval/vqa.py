@@ -40,8 +40,8 @@ def evaluate_vqa(
 
     Returns accuracy (exact match after normalization), image_tokens (mean per image), n, zoom, seed, by_kind
     (accuracy per question kind present), zoom_found (v1 / text: the share of questions about an object whose
-    selected high crops include the one holding it; None for the other modes) and seconds. `text_encoder` (zoom "text") defaults to the one the
-    model's config names.
+    selected high crops include the one holding it; None for the other modes) and seconds. `text_encoder` (zoom
+    "text") defaults to the one the model's config names.
     """
     if not isinstance(model, ZoomLMM):
         raise TypeError(f"model must be a ZoomLMM (load one with vision_long.lmm.load_lmm), got {type(model).__name__}")

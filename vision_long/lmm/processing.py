@@ -114,8 +114,9 @@ class ZoomSelection:
     """High crops chosen by a zoom-in method, in selection order (best first; v1: region by region).
 
     indices: positions in the high grid (row-major); scores: their scores (dot products for v1, cosine
-    similarities for text, or the text zoom head's logits when one scores); boxes: their boxes in the original image; all_scores: Tensor[H], every high crop's
-    score (v1 scores each high crop against the medium crop it lies in).
+    similarities for text, or the text zoom head's logits when one scores); boxes: their boxes in the original
+    image; all_scores: Tensor[H], every high crop's score (v1 scores each high crop against the medium crop it lies
+    in).
     """
 
     method: str

@@ -260,7 +260,6 @@ def fit_text_zoom_head(model: ZoomLMM, text_encoder: Encoder, recipe: LMMRecipe)
     fit, held_out = data.split(len(data) - max(1, len(data) // 5))
     head = model.zoom_head.cpu()
     report = {"top1_held_out_before": zoom_head_top1(head, held_out)}
-    torch.manual_seed(recipe.data.seed)
     losses = fit_zoom_head(head, fit, seed=recipe.data.seed, progress=is_main())
     report.update(top1_fit=zoom_head_top1(head, fit), top1_held_out=zoom_head_top1(head, held_out),
                   loss_first=losses[0], loss_last=losses[-1], questions=len(data))

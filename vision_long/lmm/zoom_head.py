@@ -41,7 +41,9 @@ class TextZoomHead(nn.Module):
     def __init__(self, text_dim: int, place_grid: int = PLACE_GRID, hidden: int = HEAD_HIDDEN):
         super().__init__()
         if text_dim < 1 or place_grid < 1 or hidden < 1:
-            raise ValueError(f"text_dim, place_grid and hidden must be positive, got {text_dim}, {place_grid}, {hidden}")
+            raise ValueError(
+                f"text_dim, place_grid and hidden must be positive, got {text_dim}, {place_grid}, {hidden}"
+            )
         self.place_grid = place_grid
         # Per question: P*P heat logits and one log-scale offset for the CLIP similarity, so a question that names
         # a place can rely on the heat map and one that names an object on what the crops show.
