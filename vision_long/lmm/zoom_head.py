@@ -6,9 +6,13 @@ at row 4, column 2?"): a crop's image embedding does not know its place in the i
 asked cell ranks first for 7-10 % of such questions, near chance (benchmarks/RESULTS.md, lmm_zoom_probe).
 
 `TextZoomHead` adds the missing term. From the same CLIP's embedding of the question it predicts a heat map over
-the image (`place_grid` x `place_grid` logits over normalized positions) and reads it at each crop's centre:
+the image (`place_grid` x `place_grid` logits over normalized positions), read at each crop's centre, and how much
+the similarity counts for this question (an offset to a learned log-scale):
 
-    score(crop) = exp(log_content_scale) * cos(text, crop image) + heat(text)[crop centre]
+    score(crop) = exp(log_content_scale + offset(text)) * cos(text, crop image) + heat(text)[crop centre]
+
+On ShapeScenes VQA it puts the asked object's crop first for 74 % of evaluation questions about an object, against
+10.5 % for the similarity alone (RESULTS.md, lmm_zoom_head).
 
 The heat map is resolution-free (any crop layout reads it by its boxes). `fit_zoom_head` fits it before the LM is
 trained, by cross-entropy over an image's high crops with the crop holding the asked object as the target, on CLIP
