@@ -83,6 +83,9 @@ def test_eval_command_prints_one_json_object(model, tmp_path, capsys):
     assert record["image_tokens"] == GLOBAL_BLOCK + 12 * POOLED_BLOCK and 0 <= record["accuracy"] <= 1
     assert main(["eval", "--suite", "vqa", "--model", str(path), "--zoom", "none", "--n", "2"]) == 0
     assert "accuracy" in capsys.readouterr().out
+    assert main(["eval", "--suite", "vqa", "--model", str(path), "--zoom", "none", "--n", "4", "--kinds", "shape",
+                 "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["by_kind"]) == {"shape"}
     assert main(["eval", "--suite", "vqa", "--model", str(tmp_path / "nothing"), "--n", "1"]) == 2
     assert "not a vision_long checkpoint" in capsys.readouterr().err
     assert main(["eval", "--suite", "vqa", "--model", str(path), "--n", "1", "--plot", "x.png"]) == 2

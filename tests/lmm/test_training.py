@@ -193,6 +193,10 @@ def test_cli_defaults_are_the_recipe_defaults_and_options_reach_it():
     recipe = lmm_recipe_from_args(args)
     assert recipe.zoom == ("text", "none") and recipe.lm.kind == "gpt2" and recipe.pooled_grid == 4
     assert recipe.zoom_config.text_k == 6 and recipe.data.batch_size == 3 and recipe.optim.steps == 9
+    args = build_parser().parse_args(["train", "lmm", "--out", "o", "--kinds", "color", "--easy-grids"])
+    recipe = lmm_recipe_from_args(args)
+    assert recipe.data.vqa.kinds == ("color",) and recipe.data.easy_grids == ()
+    assert {recipe.data.dataset(0).item(i).kind for i in range(8)} == {"color"}
 
 
 def test_cli_two_step_run(tmp_path, capsys):

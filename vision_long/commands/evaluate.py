@@ -21,12 +21,15 @@ def cmd_eval_vqa(args) -> None:
     """`--suite vqa`: each --model is an LMM directory ('default': the embedded LMM)."""
     from vision_long.eval.vqa import evaluate_vqa
     from vision_long.lmm.ask import resolve_lmm
+    from vision_long.lmm.vqa import VQAConfig
 
     if args.plot:
         raise CLIError("--plot is for the retrieval suites; --suite vqa prints accuracy and image tokens only")
+    config = VQAConfig(kinds=tuple(args.kinds))
     for spec in args.model:
         model = resolve_lmm(spec, device=resolve_device(args.device))
-        m = {**evaluate_vqa(model, n=args.n, seed=args.seed, zoom=args.zoom, progress=not args.json), "model": spec}
+        m = {**evaluate_vqa(model, n=args.n, seed=args.seed, zoom=args.zoom, config=config, progress=not args.json),
+             "model": spec}
         if args.json:
             print(json.dumps(m))
         else:
@@ -162,6 +165,8 @@ def register(sub) -> None:
     p.add_argument("--grid", type=int, default=3, help="grid size of the long-retrieval scenes (default: %(default)s)")
     p.add_argument("--zoom", choices=ZOOM_CHOICES, default="text",
                    help="vqa: which crops reach the LM: text, v1, multires or none (default: %(default)s)")
+    p.add_argument("--kinds", nargs="+", choices=["color", "shape", "exists"], default=["color", "shape", "exists"],
+                   help="vqa: the question kinds asked (default: all three)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-stretch", action="store_true", help="evaluate 77-token checkpoints as they are (no stretching)")

@@ -22,8 +22,8 @@ def lmm_recipe_from_args(args):
         projector=args.projector, pooled_grid=args.pooled_grid, zoom=tuple(args.zoom),
         zoom_config=ZoomConfig(v1_k=args.v1_k, text_k=args.text_k, text_encoder=args.text_encoder),
         zoom_head_items=args.zoom_head_items,
-        data=VQABatches(VQAConfig(grid=args.grid, image_size=args.image_size), batch_size=args.batch_size,
-                        seed=args.seed),
+        data=VQABatches(VQAConfig(grid=args.grid, image_size=args.image_size, kinds=tuple(args.kinds)),
+                        batch_size=args.batch_size, seed=args.seed, easy_grids=tuple(args.easy_grids)),
         optim=optim, device=args.device, resume=not args.no_resume,
     )
 
@@ -81,8 +81,13 @@ def add_parser(recipes) -> None:
                       "crop by the CLIP similarity and by where the question points ('row 4, column 2'), which a "
                       "crop's own image cannot show; 0 ranks by the CLIP similarity alone (default: %(default)s)")
     zoom.add_argument("--grid", type=int, default=6,
-                      help="scene grid of the VQA items; every other item uses a 2 x 2 or 3 x 3 grid instead (easier "
+                      help="scene grid of the VQA items; every other item uses one of --easy-grids instead (easier "
                       "scenes for learning to read objects from crops) (default: %(default)s)")
+    zoom.add_argument("--kinds", nargs="+", choices=["color", "shape", "exists"], default=["color", "shape", "exists"],
+                      help="question kinds trained on (default: all three; with color alone and text zoom the LM "
+                      "learns to read the selected crop within 700 steps, see benchmarks/RESULTS.md lmm_zoom_head)")
+    zoom.add_argument("--easy-grids", type=int, nargs="*", default=[2, 3],
+                      help="scene grids of every other item, cycled (default: 2 3; none given: every item uses --grid)")
     zoom.add_argument("--image-size", type=int, default=384,
                       help="VQA image side in pixels; 384 = 6 high crops x 64 px, one cell each (default: %(default)s)")
     run = lmm.add_argument_group("optimization")
