@@ -7,7 +7,7 @@ from lmm_parts import tiny_lmm
 from PIL import Image
 
 from vision_long.cli import main
-from vision_long.commands.lmm import ZOOM_CHOICES
+from vision_long.commands.lmm import KIND_CHOICES, ZOOM_CHOICES
 from vision_long.lmm import ask as ask_module
 from vision_long.lmm import ask_image, draw_crops, save_lmm, vqa_item
 from vision_long.lmm.ask import (
@@ -18,6 +18,7 @@ from vision_long.lmm.ask import (
     resolve_lmm,
 )
 from vision_long.lmm.model import ZOOM_MODES
+from vision_long.lmm.vqa import QUESTION_KINDS
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,7 @@ def test_cli_ask_prints_the_answer_and_writes_the_crops(model, model_dir, item, 
 
 def test_ask_help_teaches_and_lists_the_library_zoom_modes(capsys):
     assert set(ZOOM_CHOICES) == set(ZOOM_MODES)
+    assert KIND_CHOICES == QUESTION_KINDS
     with pytest.raises(SystemExit):
         main(["ask", "--help"])
     out = capsys.readouterr().out

@@ -12,7 +12,7 @@ from vision_long.commands.common import (
     load_model,
     resolve_device,
 )
-from vision_long.commands.lmm import ZOOM_CHOICES
+from vision_long.commands.lmm import KIND_CHOICES, ZOOM_CHOICES
 
 SUITES = ("long-retrieval", "vqa", "t2i-alignment", *BENCHMARK_SUITES)
 
@@ -165,7 +165,7 @@ def register(sub) -> None:
     p.add_argument("--grid", type=int, default=3, help="grid size of the long-retrieval scenes (default: %(default)s)")
     p.add_argument("--zoom", choices=ZOOM_CHOICES, default="text",
                    help="vqa: which crops reach the LM: text, v1, multires or none (default: %(default)s)")
-    p.add_argument("--kinds", nargs="+", choices=["color", "shape", "exists"], default=["color", "shape", "exists"],
+    p.add_argument("--kinds", nargs="+", choices=KIND_CHOICES, default=list(KIND_CHOICES),
                    help="vqa: the question kinds asked (default: all three)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")

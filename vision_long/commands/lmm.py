@@ -8,6 +8,7 @@ import sys
 from vision_long.commands.common import FORMATTER, resolve_device
 
 ZOOM_CHOICES = ("text", "v1", "multires", "none")  # = vision_long.lmm.model.ZOOM_MODES, without importing it here
+KIND_CHOICES = ("color", "shape", "exists")  # = vision_long.lmm.vqa.QUESTION_KINDS, likewise
 
 
 def cmd_ask(args) -> None:

@@ -38,7 +38,7 @@ def cmd_train_lmm(args) -> None:
 
 
 def add_parser(recipes) -> None:
-    from vision_long.commands.lmm import ZOOM_CHOICES
+    from vision_long.commands.lmm import KIND_CHOICES, ZOOM_CHOICES
 
     lmm = recipes.add_parser(
         "lmm", formatter_class=FORMATTER, help="a tiny multi-resolution VQA model over a frozen CLIP vision tower",
@@ -83,7 +83,7 @@ def add_parser(recipes) -> None:
     zoom.add_argument("--grid", type=int, default=6,
                       help="scene grid of the VQA items; every other item uses one of --easy-grids instead (easier "
                       "scenes for learning to read objects from crops) (default: %(default)s)")
-    zoom.add_argument("--kinds", nargs="+", choices=["color", "shape", "exists"], default=["color", "shape", "exists"],
+    zoom.add_argument("--kinds", nargs="+", choices=KIND_CHOICES, default=list(KIND_CHOICES),
                       help="question kinds trained on (default: all three; with color alone and text zoom the LM "
                       "learns to read the selected crop within 700 steps, see benchmarks/RESULTS.md lmm_zoom_head)")
     zoom.add_argument("--easy-grids", type=int, nargs="*", default=[2, 3],
