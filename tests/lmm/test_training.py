@@ -90,6 +90,20 @@ def test_every_other_training_item_has_a_small_grid():
         VQABatches(easy_grids=(1,))
 
 
+def test_kind_curriculum_adds_kinds_at_their_start_steps():
+    batches = VQABatches(VQAConfig(kinds=("color", "shape", "exists")), batch_size=8, easy_grids=(),
+                         kind_starts=(3, 5))
+    assert [batches.kinds_at(step) for step in (0, 2, 3, 4, 5, 99)] == [
+        ("color",), ("color",), ("color", "shape"), ("color", "shape"), ("color", "shape", "exists"),
+        ("color", "shape", "exists")]
+    assert {batches.dataset(2).item(i).kind for i in range(8)} == {"color"}
+    assert {batches.dataset(3).item(i).kind for i in range(8)} <= {"color", "shape"}
+    assert VQABatches(kind_starts=()).kinds_at(0) == VQAConfig().kinds
+    for starts in ((3,), (0, 5), (5, 3), (1, 2, 3)):
+        with pytest.raises(ValueError, match="kind_starts"):
+            VQABatches(kind_starts=starts)
+
+
 def test_build_lmm_freezes_a_cut_default_tower(tmp_path, default_encoder):
     model = build_lmm(tiny_recipe(tmp_path))
     tower = model.vision_tower
@@ -197,6 +211,8 @@ def test_cli_defaults_are_the_recipe_defaults_and_options_reach_it():
     recipe = lmm_recipe_from_args(args)
     assert recipe.data.vqa.kinds == ("color",) and recipe.data.easy_grids == ()
     assert {recipe.data.dataset(0).item(i).kind for i in range(8)} == {"color"}
+    args = build_parser().parse_args(["train", "lmm", "--out", "o", "--kinds", "color", "shape", "--kind-starts", "7"])
+    assert lmm_recipe_from_args(args).data.kind_starts == (7,)
 
 
 def test_cli_two_step_run(tmp_path, capsys):

@@ -137,18 +137,35 @@ class VQABatches:
     objects fill a large share of every crop: meant to let the projector and LM learn to read an object's color and
     shape from crops before they can find the asked-about object among 40 crops of a 6 x 6 scene. (Not enough on
     its own: see the lmm_vqa section of benchmarks/RESULTS.md.) `easy_grids=()` trains on `vqa` alone.
+
+    `kind_starts` is a curriculum over question kinds: the first of `vqa.kinds` is asked from step 0 and the i-th
+    one joins at step `kind_starts[i - 1]` (so one start per further kind, non-decreasing); () asks every kind from
+    the start. An LM that first learns to read one attribute from the zoomed crop keeps reading crops when the
+    next kind joins; with all kinds from step 0 it settles on the answer prior (RESULTS.md `lmm_zoom_head`).
     """
 
     vqa: VQAConfig = field(default_factory=VQAConfig)
     batch_size: int = 8
     seed: int = 0
     easy_grids: tuple[int, ...] = EASY_GRIDS
+    kind_starts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         for grid in self.easy_grids:  # VQAConfig checks each grid
             replace(self.vqa, grid=grid)
+        starts = self.kind_starts
+        if starts and (len(starts) != len(self.vqa.kinds) - 1 or starts[0] < 1
+                       or list(starts) != sorted(starts)):
+            raise ValueError(f"kind_starts must hold one positive, non-decreasing step for each kind after the first "
+                             f"of {self.vqa.kinds}, got {starts}")
+
+    def kinds_at(self, step: int) -> tuple[str, ...]:
+        """The question kinds asked at `step` under the `kind_starts` curriculum."""
+        if not self.kind_starts:
+            return self.vqa.kinds
+        return self.vqa.kinds[: 1 + sum(start <= step for start in self.kind_starts)]
 
     def config(self, index: int) -> VQAConfig:
         """The VQA config of the run's item `index` (counting over steps and ranks)."""
@@ -160,7 +177,8 @@ class VQABatches:
         """The items of this rank's batch at `step` (render with `dataset[i]` or read `dataset.item(i)`)."""
         first = self.seed * 1_000_003 + (step * world_size() + rank()) * self.batch_size
         seeds = [TRAIN_SEEDS[(first + i) % len(TRAIN_SEEDS)] for i in range(self.batch_size)]
-        return VQADataset(seeds, [self.config(first + i) for i in range(self.batch_size)])
+        kinds = self.kinds_at(step)
+        return VQADataset(seeds, [replace(self.config(first + i), kinds=kinds) for i in range(self.batch_size)])
 
 
 @dataclass

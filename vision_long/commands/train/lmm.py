@@ -23,7 +23,8 @@ def lmm_recipe_from_args(args):
         zoom_config=ZoomConfig(v1_k=args.v1_k, text_k=args.text_k, text_encoder=args.text_encoder),
         zoom_head_items=args.zoom_head_items,
         data=VQABatches(VQAConfig(grid=args.grid, image_size=args.image_size, kinds=tuple(args.kinds)),
-                        batch_size=args.batch_size, seed=args.seed, easy_grids=tuple(args.easy_grids)),
+                        batch_size=args.batch_size, seed=args.seed, easy_grids=tuple(args.easy_grids),
+                        kind_starts=tuple(args.kind_starts)),
         optim=optim, device=args.device, resume=not args.no_resume,
     )
 
@@ -86,6 +87,9 @@ def add_parser(recipes) -> None:
     zoom.add_argument("--kinds", nargs="+", choices=KIND_CHOICES, default=list(KIND_CHOICES),
                       help="question kinds trained on (default: all three; with color alone and text zoom the LM "
                       "learns to read the selected crop within 700 steps, see benchmarks/RESULTS.md lmm_zoom_head)")
+    zoom.add_argument("--kind-starts", type=int, nargs="*", default=[], metavar="STEP",
+                      help="curriculum: the first of --kinds is asked from step 0, the i-th from the (i-1)-th STEP "
+                      "given (one per further kind); none given: every kind from the start (default)")
     zoom.add_argument("--easy-grids", type=int, nargs="*", default=[2, 3],
                       help="scene grids of every other item, cycled (default: 2 3; none given: every item uses --grid)")
     zoom.add_argument("--image-size", type=int, default=384,
