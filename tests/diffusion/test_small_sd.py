@@ -25,7 +25,9 @@ from vision_long.diffusion.small_sd import (
     SmallSDConfig,
     install_pipeline,
     small_sd_config,
+    text_encoder_from_clip,
 )
+from vision_long.training.t2i import T2IRecipe
 
 # 16 px images -> 8 x 8 x 4 latents; a UNet of two resolutions (8, 4), cross-attention at 8.
 TINY = {"image_size": 16, "vae_channels": [8, 16], "unet_channels": [16, 32], "cross_attention": [True, False],
@@ -134,6 +136,23 @@ def test_install_stores_half_and_loads_full_precision(runs, tmp_path):
     source = load_pipeline(runs / "unet" / "pipeline")
     for name, weight in source.unet.state_dict().items():
         assert torch.equal(pipe.unet.state_dict()[name], weight.half().float()), name
+
+
+def test_unet_stage_can_tune_the_text_tower(runs, tmp_path):
+    """--text-lr-scale trains the text tower with the UNet and ships it; the default keeps the tower frozen."""
+    argv = ["train", "t2i", "--stage", "unet", "--vae", str(runs / "vae"), "--text-encoder", str(runs / "longclip"),
+            "--config", str(runs / "tiny.json"), *TRAIN, "--text-lr-scale", "0.5", "--out", str(tmp_path / "tuned")]
+    assert cli.main(argv) == 0
+    frozen = load_pipeline(runs / "unet" / "pipeline").text_encoder.state_dict()
+    initial = text_encoder_from_clip(str(runs / "longclip"))[0].state_dict()
+    tuned = load_pipeline(tmp_path / "tuned" / "pipeline").text_encoder.state_dict()
+    assert all(torch.equal(frozen[name], initial[name]) for name in initial)
+    changed = [name for name in initial if not torch.equal(tuned[name], initial[name])]
+    assert any("layers.0." in name for name in changed) and any("token_embedding" in name for name in changed)
+    with pytest.raises(ValueError, match="text_lr_scale tunes the text tower"):
+        T2IRecipe(out_dir=str(tmp_path), stage="vae", text_lr_scale=0.1).check()
+    with pytest.raises(ValueError, match="text_lr_scale must be >= 0"):
+        T2IRecipe(out_dir=str(tmp_path), stage="unet", text_lr_scale=-1).check()
 
 
 def test_unet_stage_needs_a_trained_vae(tmp_path, capsys):

@@ -7,8 +7,9 @@ import torch
 
 from vision_long import load_encoder
 from vision_long.cli import main
+from vision_long.eval.alignment import CellParser, CellParserConfig
 from vision_long.training.shapescenes import ClipRecipe, SceneData, train_clip
-from vision_long.training.trainer import OptimConfig
+from vision_long.training.trainer import OptimConfig, train
 
 TINY = ["--batch-size", "6", "--warmup", "1", "--checkpoint-every", "1"]
 
@@ -71,6 +72,26 @@ def test_schedule():
     assert cfg.lr_at(10) == pytest.approx(1.0)
     assert cfg.lr_at(55) == pytest.approx(0.5)
     assert cfg.lr_at(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_scaled_parameters_train_at_their_multiple_of_the_learning_rate(tmp_path):
+    """AdamW's first step moves every weight with a gradient by about the learning rate, so a group at scale 0.1
+    moves a tenth as far as the model's parameters."""
+    torch.manual_seed(0)
+    model = CellParser(CellParserConfig(cell_pixels=4, channels=(2,), hidden=4))  # any checkpointable family
+    tuned = torch.nn.Linear(3, 3)
+    layer = model.head[0]
+    before = [p.detach().clone() for p in (layer.weight, tuned.weight)]
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        return {"loss": layer(torch.ones(2, layer.in_features)).sum() + tuned(torch.ones(2, 3)).sum()}
+
+    cfg = OptimConfig(steps=1, lr=0.01, warmup=1, weight_decay=0.0, grad_clip=None)
+    train(model, [layer.weight], step_fn, cfg, tmp_path, aux={"tuned": tuned},
+          scaled_params=[([tuned.weight], 0.1)])
+    moves = [(p.detach() - b).abs() for p, b in zip((layer.weight, tuned.weight), before)]
+    assert torch.allclose(moves[0], torch.full_like(moves[0], 0.01), rtol=1e-3)
+    assert torch.allclose(moves[1], torch.full_like(moves[1], 0.001), rtol=1e-3)
 
 
 def test_torchrun_two_ranks_equals_one_process_with_the_global_batch(tmp_path):

@@ -24,7 +24,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from vision_long.data.scenes import TRAIN_SEEDS, Scene, hard_negative_group, random_scene
+from vision_long.data.scenes import (
+    TRAIN_SEEDS,
+    Scene,
+    hard_negative_group,
+    random_scene,
+)
 from vision_long.distributed import init_from_env, is_main, rank, world_size
 from vision_long.encoders.llm_embedder import LLMConfig, LLMEmbedder
 from vision_long.encoders.loading import load_encoder

@@ -16,7 +16,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from vision_long.data.scenes import DEFAULT_FILL, TRAIN_SEEDS, hard_negative_group, random_scene, shared_prefix_group
+from vision_long.data.scenes import (
+    DEFAULT_FILL,
+    TRAIN_SEEDS,
+    hard_negative_group,
+    random_scene,
+    shared_prefix_group,
+)
 from vision_long.distributed import init_from_env, rank, world_size
 from vision_long.encoders.loading import load_encoder
 from vision_long.encoders.longclip import LongCLIP

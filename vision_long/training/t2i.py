@@ -121,6 +121,8 @@ class T2IRecipe:
     config: a `small_sd.CONFIGS` name or a JSON file of `SmallSDConfig` fields.
     vae: stage "unet": the stage-"vae" run directory (its OUT/vae is used, frozen).
     text_encoder: stage "unet": the CLIP whose text tower conditions the UNet (a `load_encoder` spec).
+    text_lr_scale: stage "unet", conditioning "segments": 0 keeps the text tower frozen (LongAlign, SD); > 0 tunes
+        it with the UNet at this multiple of the learning rate, and the pipeline keeps the tuned tower.
     conditioning: stage "unet": "segments" (train the UNet) or "segments+llm" (train an LLM adapter and a UNet
         LoRA on the finished `pipeline`, frozen otherwise; `llm` says how).
     """
@@ -138,6 +140,7 @@ class T2IRecipe:
     kl_weight: float = KL_WEIGHT
     condition_dropout: float = CONDITION_DROPOUT
     snr_gamma: float = MIN_SNR_GAMMA
+    text_lr_scale: float = 0.0
     device: str | None = None
     resume: bool = True
 
@@ -151,6 +154,11 @@ class T2IRecipe:
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
         if self.snr_gamma < 0:
             raise ValueError(f"snr_gamma must be >= 0 (0: plain MSE), got {self.snr_gamma}")
+        if self.text_lr_scale < 0:
+            raise ValueError(f"text_lr_scale must be >= 0 (0: frozen text tower), got {self.text_lr_scale}")
+        if self.text_lr_scale and (self.stage != "unet" or self.conditioning != "segments"):
+            raise ValueError("text_lr_scale tunes the text tower while a new UNet trains (stage unet, conditioning "
+                             "segments)")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning {self.conditioning!r}; expected one of {', '.join(CONDITIONINGS)}")
         if self.conditioning == LLM_METHOD:
@@ -268,7 +276,8 @@ def unet_loss(pipe, images: torch.Tensor, captions: list[str], generator: torch.
 
 
 def train_unet(recipe: T2IRecipe) -> Path:
-    """Stage "unet": train the UNet against the frozen VAE and text encoder, write OUT/pipeline; returns it."""
+    """Stage "unet": train the UNet against the frozen VAE and the text encoder (frozen, or tuned at
+    `text_lr_scale` times the learning rate), write OUT/pipeline; returns it."""
     from diffusers import AutoencoderKL
 
     config = small_sd_config(recipe.config)
@@ -292,7 +301,12 @@ def train_unet(recipe: T2IRecipe) -> Path:
                          recipe.condition_dropout, recipe.snr_gamma)
 
     params = [p for p in component.parameters() if p.requires_grad]
-    train(component, params, step_fn, recipe.optim, recipe.out_dir, None, recipe.resume, run_info(recipe))
+    tuned = {}
+    if recipe.text_lr_scale:
+        tuned = {"text_encoder": text_encoder.requires_grad_(True)}
+    train(component, params, step_fn, recipe.optim, recipe.out_dir, None, recipe.resume, run_info(recipe),
+          aux=tuned, scaled_params=[(list(text_encoder.parameters()), recipe.text_lr_scale)] if tuned else ())
+    text_encoder.eval().requires_grad_(False)
     out = Path(recipe.out_dir) / PIPELINE_DIR
     if is_main():
         save_pipeline(pipe.to("cpu"), out)

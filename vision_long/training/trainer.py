@@ -12,7 +12,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,11 +54,19 @@ class OptimConfig:
         return 0.5 * self.lr * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on gains, biases, embeddings of scale or the temperature)."""
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(
+    params: list[nn.Parameter], cfg: OptimConfig, scaled_params: Sequence[tuple[list[nn.Parameter], float]] = ()
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on gains, biases, embeddings of scale or the temperature).
+
+    Each (parameters, scale) of `scaled_params` trains at `scale` times the schedule's learning rate (its groups
+    carry "lr_scale", which `train` applies every step), e.g. a pretrained text tower tuned gently beside a new
+    UNet."""
+    groups = []
+    for group_params, scale in [(params, 1.0), *scaled_params]:
+        groups += [{"params": [p for p in group_params if p.ndim >= 2], "weight_decay": cfg.weight_decay,
+                    "lr_scale": scale},
+                   {"params": [p for p in group_params if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 
@@ -117,19 +125,22 @@ def train(
     resume: bool = True,
     run_info: dict | None = None,
     aux: dict[str, nn.Module] | None = None,
+    scaled_params: Sequence[tuple[list[nn.Parameter], float]] = (),
 ) -> nn.Module:
     """Run `cfg.steps` optimizer steps of `step_fn` and save the final model to `out_dir/model`.
 
     `step_fn(step)` returns a dict with at least "loss" (a scalar tensor with gradients) and any other parts
     to log. `after_step` runs after each optimizer step (e.g. clamping the temperature, an EMA update); `aux`
-    names modules that are not trained by the optimizer but change with training (an EMA teacher): they are
-    checkpointed and restored with the model. Progress goes to a
+    names further modules to checkpoint and restore with the model: ones that change outside the optimizer (an EMA
+    teacher) or that `scaled_params` trains (parameters at a multiple of the learning rate, see `make_optimizer`,
+    e.g. a text encoder tuned beside `model`). Progress goes to a
     tqdm bar and to `out_dir/log.jsonl`; a checkpoint is written every `cfg.checkpoint_every` steps and
     training resumes from it when `resume` is set.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    optimizer = make_optimizer(params, cfg)
+    optimizer = make_optimizer(params, cfg, scaled_params)
+    params = [*params, *(p for group_params, _ in scaled_params for p in group_params)]
     start = resume_state(out_dir, model, optimizer, aux) if resume else 0
     if is_main():
         (out_dir / "run.json").write_text(json.dumps({"optim": asdict(cfg), **(run_info or {})}, indent=2) + "\n")
@@ -140,7 +151,7 @@ def train(
     for step in bar:
         lr = cfg.lr_at(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before scaled groups lack it
         parts = step_fn(step)
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()

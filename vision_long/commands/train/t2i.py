@@ -34,7 +34,7 @@ def cmd_train_t2i(args) -> None:
         conditioning=args.conditioning, pipeline=args.pipeline,
         llm=LLMSettings(llm=args.llm, tokens=args.llm_tokens, adapter_width=args.adapter_width, rank=args.rank),
         data=data, optim=optim, kl_weight=args.kl_weight, condition_dropout=args.condition_dropout,
-        snr_gamma=args.snr_gamma, device=args.device, resume=not args.no_resume,
+        snr_gamma=args.snr_gamma, text_lr_scale=args.text_lr_scale, device=args.device, resume=not args.no_resume,
     ))
     if is_main():
         if llm:
@@ -109,6 +109,9 @@ def add_parser(recipes) -> None:
                      help="stage unet: share of captions replaced by the empty prompt (default: %(default)s)")
     t2i.add_argument("--snr-gamma", type=float, default=MIN_SNR_GAMMA,
                      help="stage unet: Min-SNR loss weighting min(SNR, G) / SNR; 0: plain MSE (default: %(default)s)")
+    t2i.add_argument("--text-lr-scale", type=float, default=0.0,
+                     help="stage unet: tune the text tower with the UNet at this multiple of --lr, and ship the tuned "
+                     "tower in the pipeline; 0 keeps it frozen as LongAlign and SD do (default: %(default)s)")
     t2i.add_argument("--steps", type=int, help=f"optimizer steps (default: {per_stage('steps')})")
     t2i.add_argument("--batch-size", type=int,
                      help=f"scenes per step per process (default: {per_stage('batch_size')})")
