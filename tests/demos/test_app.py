@@ -2,6 +2,9 @@
 rendered by a headless Chromium."""
 
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +93,12 @@ def test_a_real_browser_renders_each_tab_and_its_results(url, tmp_path):
         page.goto(url, wait_until="networkidle")
         assert [page.get_by_role("tab", name=title).is_visible() for title in TAB_TITLES.values()] == [True] * 3
         browser.close()
+
+
+def test_the_script_launcher_is_the_demo_command():
+    """`python demos/app.py` takes `vision-long demo`'s options (its --help is the command's)."""
+    script = Path(__file__).parents[2] / "demos" / "app.py"
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage: vision-long demo") and "--lmm LMM" in done.stdout
