@@ -33,3 +33,18 @@ def test_quickstart_main_job(tmp_path, capsys):
 
     with Image.open(out) as image:
         assert image.size[0] >= 400 and image.getextrema() != ((255, 255),) * 3
+
+
+def test_default_lmm_reads_the_zoomed_crop():
+    """The shipped LMM loads offline and answers color / shape questions about small objects from the crop its
+    text zoom selects, which the global view alone cannot resolve (500-item numbers: RESULTS.md, lmm_vqa_modes)."""
+    from vision_long.eval.vqa import evaluate_vqa
+    from vision_long.lmm.ask import resolve_lmm
+    from vision_long.lmm.vqa import VQAConfig
+
+    model = resolve_lmm(None)
+    config = VQAConfig(kinds=("color", "shape"))
+    zoomed = evaluate_vqa(model, n=16, seed=0, zoom="text", config=config)
+    global_only = evaluate_vqa(model, n=16, seed=0, zoom="none", config=config)
+    assert zoomed["accuracy"] >= 0.75 and global_only["accuracy"] <= 0.5, (zoomed, global_only)
+    assert zoomed["image_tokens"] == 156 and global_only["image_tokens"] == 66

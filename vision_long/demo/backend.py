@@ -286,10 +286,11 @@ class DemoBackend:
             return self._lmm
 
     def example_scene(self, seed: int = 0) -> tuple[Image.Image, str]:
-        """A large ShapeScenes VQA image with small objects and a question about one cell."""
-        from vision_long.lmm.vqa import vqa_item
+        """A large ShapeScenes VQA image with small objects and a question about one object's color or shape (the
+        kinds the embedded LMM reads; its existence answers are near chance)."""
+        from vision_long.lmm.vqa import VQAConfig, vqa_item
 
-        item = vqa_item(DEMO_SEED_OFFSET + 200_000 + int(seed))
+        item = vqa_item(DEMO_SEED_OFFSET + 200_000 + int(seed), VQAConfig(kinds=("color", "shape")))
         return item.image(), item.question
 
     def ask(self, image: Image.Image | None, question: str, zoom: str = "text") -> AskResult:
