@@ -181,12 +181,6 @@ def _encode(method: str, branch: _Branch, texts: list[str], options: SegmentOpti
     return _encode_padded(branch, texts)
 
 
-def _text_encoders_train(pipe) -> bool:
-    """Whether any of the pipeline's text encoders has a parameter that requires gradients."""
-    encoders = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2")]
-    return any(p.requires_grad for encoder in encoders if encoder is not None for p in encoder.parameters())
-
-
 def encode_long_prompt(
     pipe,
     prompt: str | list[str],
@@ -198,6 +192,7 @@ def encode_long_prompt(
     longclip_tokenizer=None,
     options: SegmentOptions | None = None,
     llm=None,
+    text_grad: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Encode B prompts (and their negatives) for an SD-1.x or SDXL pipeline, past 77 tokens.
 
@@ -209,9 +204,9 @@ def encode_long_prompt(
     `options`: splitting and merging for "segments" and "segments+llm". `llm`: the `conditioning.LLMBranch` of
     "segments+llm" (default: the one attached to the pipeline).
 
-    The text encoders run without gradients unless one has trainable parameters (a text tower tuned with the UNet,
-    `train t2i --text-lr-scale`); the LLM branch's adapter runs in the caller's grad mode, so training either goes
-    through this same function. Raises PromptError (a ValueError) for empty or word-less prompts, unknown
+    The text encoders run without gradients unless `text_grad` is set (then in the caller's grad mode: a text tower
+    tuned with the UNet, `train t2i --text-lr-scale`); the LLM branch's adapter always runs in the caller's grad
+    mode, so training either goes through this same function. Raises PromptError (a ValueError) for empty or word-less prompts, unknown
     methods, a missing LLM branch and mismatched encoders.
     """
     if method not in METHODS:
@@ -228,7 +223,7 @@ def encode_long_prompt(
         if llm is None:
             raise PromptError("method 'segments+llm' needs an LLM adapter: llm=, or a pipeline loaded with "
                               "load_llm_conditioning (--adapter DIR) or load_longsd (--longsd DIR)")
-    with torch.set_grad_enabled(torch.is_grad_enabled() and _text_encoders_train(pipe)):
+    with torch.set_grad_enabled(torch.is_grad_enabled() and text_grad):
         branches = _branches(pipe, kind, method, clip_skip, longclip_text_encoder, longclip_tokenizer)
         outputs = [_encode(method, b, prompts + negatives, options or SegmentOptions()) for b in branches]
     if len({tuple(h.shape[:2]) for h, _ in outputs}) != 1:

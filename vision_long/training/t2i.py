@@ -244,12 +244,13 @@ def train_vae(recipe: T2IRecipe) -> Path:
 
 def unet_loss(pipe, images: torch.Tensor, captions: list[str], generator: torch.Generator,
               condition_dropout: float, snr_gamma: float = MIN_SNR_GAMMA,
-              llm: LLMBranch | None = None) -> dict[str, torch.Tensor]:
+              llm: LLMBranch | None = None, text_grad: bool = False) -> dict[str, torch.Tensor]:
     """Epsilon-prediction MSE of `pipe.unet` on images Tensor[B, 3, H, W] and their captions.
 
     Latents Tensor[B, C, h, w] = VAE posterior sample x scaling factor; conditioning Tensor[B, 240, W] from
     LongAlign segments, or Tensor[B, 240 + tokens, W] from segments+llm when `llm` is given (gradients reach its
-    adapter), the empty prompt's for a `condition_dropout` share; timesteps uniform over training.
+    adapter; with `text_grad` they also reach the text encoder), the empty prompt's for a `condition_dropout`
+    share; timesteps uniform over training.
     Each image's MSE is weighted by min(SNR_t, snr_gamma) / SNR_t (Min-SNR: nearly noise-free steps, which
     teach little beyond denoising, stop dominating; 0 gives the plain MSE). "mse" logs the unweighted loss.
     """
@@ -258,7 +259,8 @@ def unet_loss(pipe, images: torch.Tensor, captions: list[str], generator: torch.
         posterior = pipe.vae.encode(images).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
         latents = (posterior.mean + posterior.std * noise) * pipe.vae.config.scaling_factor
-    conditions = encode_long_prompt(pipe, captions, "", method=LLM_METHOD if llm else "segments", llm=llm)
+    conditions = encode_long_prompt(pipe, captions, "", method=LLM_METHOD if llm else "segments", llm=llm,
+                                    text_grad=text_grad)
     count = len(captions)
     dropped = (torch.rand(count, generator=generator) < condition_dropout).to(device)
     context = torch.where(dropped[:, None, None], conditions["negative_prompt_embeds"], conditions["prompt_embeds"])
@@ -298,7 +300,7 @@ def train_unet(recipe: T2IRecipe) -> Path:
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         images, captions, _ = recipe.data.batch(step, config.image_size)
         return unet_loss(pipe, pixels(images, device), captions, step_generator(recipe.data.seed, step),
-                         recipe.condition_dropout, recipe.snr_gamma)
+                         recipe.condition_dropout, recipe.snr_gamma, text_grad=recipe.text_lr_scale > 0)
 
     params = [p for p in component.parameters() if p.requires_grad]
     tuned = {}

@@ -48,8 +48,14 @@ def add_parser(recipes) -> None:
         "small causal LM from scratch over a word-level tokenizer of the VQA vocabulary (saved with the model).\n"
         "Each step answers --batch-size items with teacher forcing; with several --zoom modes, step s uses the\n"
         "(s mod count)-th, so one model learns every crop layout it will be evaluated with. About 1.1 s per step\n"
-        "on one busy CPU thread at the defaults (multires), so 2000 steps take well under an hour.",
-        epilog="examples:\n  vision-long train lmm --out runs/lmm\n"
+        "on one busy CPU thread at the defaults (multires), so 2000 steps take well under an hour.\n"
+        "The defaults are Dragonfly's layout; the recipe that learns to read the crops (the embedded default LMM,\n"
+        "scripts/build_default_lmm.sh; 85% with text zoom) is the first example: text zoom only, 4 x 4 pooled\n"
+        "crops, and a curriculum over question kinds (benchmarks/RESULTS.md, lmm_curriculum).",
+        epilog="examples:\n"
+        "  vision-long train lmm --out runs/lmm --steps 3200 --warmup 50 --layers 2 --zoom text --text-k 1 \\\n"
+        "      --pooled-grid 4 --kinds color shape exists --kind-starts 500 2000 --easy-grids --seed 0\n"
+        "  vision-long train lmm --out runs/lmm-dragonfly\n"
         "  vision-long train lmm --out runs/lmm-all --zoom multires text v1 none --steps 3000\n"
         "  vision-long train lmm --out runs/lmm-gpt2 --lm gpt2 --pooled-grid 4\n"
         "then: vision-long eval --suite vqa --model runs/lmm/model --zoom text --n 500 --json",
@@ -85,8 +91,9 @@ def add_parser(recipes) -> None:
                       help="scene grid of the VQA items; every other item uses one of --easy-grids instead (easier "
                       "scenes for learning to read objects from crops) (default: %(default)s)")
     zoom.add_argument("--kinds", nargs="+", choices=KIND_CHOICES, default=list(KIND_CHOICES),
-                      help="question kinds trained on (default: all three; with color alone and text zoom the LM "
-                      "learns to read the selected crop within 700 steps, see benchmarks/RESULTS.md lmm_zoom_head)")
+                      help="question kinds trained on, in curriculum order with --kind-starts (default: all three; "
+                      "asked together from step 0 the LM stays at the answer prior, see benchmarks/RESULTS.md "
+                      "lmm_curriculum)")
     zoom.add_argument("--kind-starts", type=int, nargs="*", default=[], metavar="STEP",
                       help="curriculum: the first of --kinds is asked from step 0, the i-th from the (i-1)-th STEP "
                       "given (one per further kind); none given: every kind from the start (default)")
