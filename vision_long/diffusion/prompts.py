@@ -206,8 +206,8 @@ def encode_long_prompt(
 
     The text encoders run without gradients unless `text_grad` is set (then in the caller's grad mode: a text tower
     tuned with the UNet, `train t2i --text-lr-scale`); the LLM branch's adapter always runs in the caller's grad
-    mode, so training either goes through this same function. Raises PromptError (a ValueError) for empty or word-less prompts, unknown
-    methods, a missing LLM branch and mismatched encoders.
+    mode, so training either goes through this same function. Raises PromptError (a ValueError) for empty or
+    word-less prompts, unknown methods, a missing LLM branch and mismatched encoders.
     """
     if method not in METHODS:
         raise PromptError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")

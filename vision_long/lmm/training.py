@@ -141,7 +141,7 @@ class VQABatches:
     `kind_starts` is a curriculum over question kinds: the first of `vqa.kinds` is asked from step 0 and the i-th
     one joins at step `kind_starts[i - 1]` (so one start per further kind, non-decreasing); () asks every kind from
     the start. An LM that first learns to read one attribute from the zoomed crop keeps reading crops when the
-    next kind joins; with all kinds from step 0 it settles on the answer prior (RESULTS.md `lmm_zoom_head`).
+    next kind joins; with all kinds from step 0 it settles on the answer prior (RESULTS.md `lmm_curriculum`).
     """
 
     vqa: VQAConfig = field(default_factory=VQAConfig)
