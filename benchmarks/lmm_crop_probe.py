@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from benchmarks.results import machine, update_section
-from vision_long.lmm import load_lmm
 from vision_long.lmm.ask import resolve_lmm
 from vision_long.lmm.processing import multi_resolution_crops, pool_patch_grid
 from vision_long.lmm.vqa import VQAConfig, vqa_item, vqa_seeds
@@ -74,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = load_lmm(args.model) if args.model else resolve_lmm(None)
+    model = resolve_lmm(args.model)
     train_x, train_labels = crop_features(model, "train", args.n_train)
     test_x, test_labels = crop_features(model, "eval", args.n_eval)
     patch_grid = round((train_x.shape[1] - 1) ** 0.5)

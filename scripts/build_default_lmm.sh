@@ -15,7 +15,7 @@
 #                 with all kinds from step 0 the LM settles on the answer prior and never reads the crop
 #   data:         every item a 6 x 6 scene of small objects at 384 px, the evaluation's (no easy grids)
 #   model:        features standardized per channel, each crop's place embedded (see vision_long/lmm/model.py)
-# Time: 52 minutes on one CPU thread beside another training job (runs/lmm10a, session 7); 3200 steps x 8 items.
+# Time: 51 minutes on one CPU thread beside another training job (runs/lmm10a, session 7); 3200 steps x 8 items.
 # The run resumes from RUN_DIR/checkpoint when interrupted.
 # The installed copy is stored in fp16 (load_lmm upcasts to fp32) and must stay under 30 MB.
 # Usage: bash scripts/build_default_lmm.sh [RUN_DIR]   (default RUN_DIR: runs/lmm-default)
