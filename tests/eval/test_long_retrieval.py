@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from reference_clip import random_openai_state_dict
 
@@ -33,3 +34,34 @@ def test_77_token_model_is_at_chance_on_hard_negatives(tmp_path, capsys):
     assert main(argv) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["context_length"] == 77 and metrics["t2i_r1_hard"] == 0.25
+
+
+def test_hard_negative_recall_is_split_by_the_changed_attribute(tmp_path, capsys):
+    """The per-attribute R@1s are the group-weighted parts of t2i_r1_hard."""
+    from vision_long.data.scenes import EVAL_SEED_OFFSET, hard_negative_group
+    from vision_long.eval.long_retrieval import SEEDS_PER_RUN, changed_attribute
+
+    path = tmp_path / "clip.pt"
+    torch.save(random_openai_state_dict(vision_width=128, patch=8, grid=8, seed=3), path)
+    assert main(["eval", "--suite", "long-retrieval", "--model", f"openai:{path}", "--n", "32", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    first = EVAL_SEED_OFFSET + 0 * SEEDS_PER_RUN + 32  # the suite's hard groups follow its n random scenes
+    attributes = [changed_attribute(hard_negative_group(first + g, 3)) for g in range(8)]
+    n_color = attributes.count("color")
+    assert 0 < n_color < 8  # both kinds occur among these 8 groups
+    weighted = (n_color * metrics["t2i_r1_hard_color"] + (8 - n_color) * metrics["t2i_r1_hard_shape"]) / 8
+    assert abs(weighted - metrics["t2i_r1_hard"]) < 1e-3
+
+
+def test_changed_attribute_names_what_a_hard_group_changes():
+    from vision_long.data.scenes import hard_negative_group
+    from vision_long.eval.long_retrieval import changed_attribute
+
+    group = hard_negative_group(10_000_123, 3)
+    attribute = changed_attribute(group)
+    base, other = group[0].objects, group[1].objects
+    (a, b), = [(x, y) for x, y in zip(base, other) if x != y]
+    assert getattr(a, attribute) != getattr(b, attribute)
+    assert all(getattr(a, name) == getattr(b, name) for name in ("color", "shape") if name != attribute)
+    with pytest.raises(ValueError, match="exactly one object"):
+        changed_attribute([group[0], group[0]])

@@ -137,8 +137,9 @@ def cmd_eval(args) -> None:
         else:
             print(f"model {m['model']} (context {m['context_length']}), {m['n']} scenes of {m['grid']}x{m['grid']}, "
                   f"{m['n_hard_groups']} hard-negative groups, seed {m['seed']}, {m['seconds']} s")
-            for key in ("t2i_r1_long", "i2t_r1_long", "t2i_r1_short", "i2t_r1_short", "t2i_r1_hard"):
-                print(f"  {key:<14} {100 * m[key]:6.2f}")
+            for key in ("t2i_r1_long", "i2t_r1_long", "t2i_r1_short", "i2t_r1_short", "t2i_r1_hard",
+                        "t2i_r1_hard_color", "t2i_r1_hard_shape"):
+                print(f"  {key:<17} {100 * m[key]:6.2f}")
 
 
 def register(sub) -> None:
@@ -147,7 +148,8 @@ def register(sub) -> None:
         "eval", formatter_class=FORMATTER, help="evaluate models (ShapeScenes long-caption retrieval, ...)",
         description="Suites:\n  long-retrieval  ShapeScenes retrieval R@1 with long captions (truncated at the model's\n"
         "                  context), short captions (first sentence), and hard-negative groups that differ\n"
-        "                  only after token 77. Evaluation seeds never overlap training seeds.\n"
+        "                  only after token 77 (also split by the attribute they change: color, shape).\n"
+        "                  Evaluation seeds never overlap training seeds.\n"
         "  vqa             ShapeScenes VQA accuracy (exact match) and image tokens per image of an LMM\n"
         "                  (--model: 'default' or OUT/model of 'vision-long train lmm') under --zoom.",
         epilog="examples:\n  vision-long eval --suite long-retrieval --model default --json\n"

@@ -3,19 +3,30 @@
 Scenes come from the evaluation seed range (disjoint from training). Long captions longer than the model's
 context are truncated (that is the point: a 77-token CLIP loses what comes later). Hard-negative groups are
 scenes that differ in one object whose sentence starts after token 77, so only a model that reads past 77
-tokens can rank its own image first within the group.
+tokens can rank its own image first within the group. Half of the groups change that object's color, half its
+shape; R@1 is also reported per changed attribute, since a small image tower can resolve one and not the other.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
 import torch
 
-from vision_long.data.scenes import EVAL_SEED_OFFSET, hard_negative_group, random_scene
+from vision_long.data.scenes import (
+    EVAL_SEED_OFFSET,
+    Scene,
+    hard_negative_group,
+    random_scene,
+)
 from vision_long.encoders.base import Encoder
-from vision_long.eval.retrieval_metrics import cosine_similarity_matrix, group_t2i_r1, retrieval_metrics
+from vision_long.eval.retrieval_metrics import (
+    cosine_similarity_matrix,
+    group_t2i_r1,
+    retrieval_metrics,
+)
 
 HARD_GROUP_SIZE = 4
 SEEDS_PER_RUN = 1_000_000  # eval seed s uses scenes EVAL_SEED_OFFSET + s * SEEDS_PER_RUN + i
@@ -28,6 +39,17 @@ class LongRetrievalResult:
     metrics: dict
     caption_tokens: list[int]  # token count of each long caption (model tokenizer, with start/end)
     t2i_hit: list[bool]  # whether each long caption retrieved its own image at rank 1
+
+
+def changed_attribute(group: list[Scene]) -> str:
+    """"color" or "shape": the attribute a `hard_negative_group` changes (its first two scenes' one differing
+    object tells)."""
+    base, other = group[0].objects, group[1].objects
+    changed = [(a, b) for a, b in zip(base, other) if a != b]
+    if len(changed) != 1:
+        raise ValueError(f"expected scenes differing in exactly one object, they differ in {len(changed)}")
+    a, b = changed[0]
+    return next(name for name in ("color", "shape") if getattr(a, name) != getattr(b, name))
 
 
 def _encode_scenes(model: Encoder, scenes, batch_size: int, progress: bool):
@@ -47,7 +69,8 @@ def evaluate_long_retrieval(
 ) -> LongRetrievalResult:
     """R@1 of `model` on `n` ShapeScenes scenes and `n // 4` hard-negative groups of 4.
 
-    Keys: t2i_r1_long, i2t_r1_long, t2i_r1_short, i2t_r1_short, t2i_r1_hard, n, n_hard_groups, grid, seed,
+    Keys: t2i_r1_long, i2t_r1_long, t2i_r1_short, i2t_r1_short, t2i_r1_hard (and t2i_r1_hard_color /
+    t2i_r1_hard_shape: the groups that change that attribute), n, n_hard_groups, grid, seed,
     tokens_mean (long-caption length in the model's tokens), truncated_long (fraction of long captions cut at the
     model's context), seconds.
     """
@@ -69,12 +92,20 @@ def evaluate_long_retrieval(
     own = sim.diagonal().unsqueeze(1)
     hits = ((sim >= own).sum(1) == 1).tolist()  # strictly best: the same tie rule as the metrics
     hard = group_t2i_r1(hard_text, hard_image, index_groups) if groups else float("nan")
+    attributes = [changed_attribute(group) for group in groups]
+    hard_by_attribute = {}
+    for name in ("color", "shape"):
+        chosen = [g for g, attribute in zip(index_groups, attributes) if attribute == name]
+        hard_by_attribute[f"t2i_r1_hard_{name}"] = (
+            round(group_t2i_r1(hard_text, hard_image, chosen), 4) if chosen else float("nan")
+        )
     metrics = {
         "t2i_r1_long": round(long_metrics["t2i_r1"], 4),
         "i2t_r1_long": round(long_metrics["i2t_r1"], 4),
         "t2i_r1_short": round(short_metrics["t2i_r1"], 4),
         "i2t_r1_short": round(short_metrics["i2t_r1"], 4),
         "t2i_r1_hard": round(hard, 4),
+        **hard_by_attribute,
         "n": n,
         "n_hard_groups": len(groups),
         "grid": grid,
@@ -101,7 +132,7 @@ def plot_recall_by_length(results: dict[str, LongRetrievalResult], out: str, bin
         tok = torch.tensor(r.caption_tokens, dtype=torch.float)
         hit = torch.tensor(r.t2i_hit, dtype=torch.float)
         xs, ys = [], []
-        for lo, hi in zip(edges[:-1], edges[1:]):
+        for lo, hi in itertools.pairwise(edges):
             sel = (tok >= lo) & (tok <= hi)
             if sel.any():
                 xs.append((lo + hi) / 2)

@@ -1,0 +1,77 @@
+"""Which attribute can a model tell apart? Hard-negative T2I R@1 split by what the group changes and where.
+
+A hard-negative group is 4 ShapeScenes scenes that differ in one attribute (color or shape) of one object.
+"late" groups change an object described after token 77: the `long-retrieval` suite's own groups (the same seeds
+at the same `--n`), which only a model that reads past token 77 can tell apart. "early" groups change an object
+described within the first 77 tokens, so a 77-token model can be tested too: they show which attributes its image
+and text towers encode at all. R@1 within a group; chance is 25.0.
+
+    python -m benchmarks.hard_attributes --models default-77 default runs/v4/clip77/model runs/v4/longclip/model
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from vision_long.data.scenes import EVAL_SEED_OFFSET, hard_negative_group
+from vision_long.encoders.loading import load_encoder
+from vision_long.eval.long_retrieval import (
+    HARD_GROUP_SIZE,
+    SEEDS_PER_RUN,
+    changed_attribute,
+)
+from vision_long.eval.retrieval_metrics import group_t2i_r1
+
+EARLY_OFFSET = 500_000  # early groups start here in the evaluation seed range, clear of the suite's scenes
+
+
+def early_groups(first: int, count: int, grid: int) -> list:
+    """`count` groups changing an object within the first 77 tokens, from seed `first` on (seeds whose scene has
+    no such object are skipped)."""
+    groups, seed = [], first
+    while len(groups) < count:
+        try:
+            groups.append(hard_negative_group(seed, grid, HARD_GROUP_SIZE, late=False))
+        except ValueError:
+            pass
+        seed += 1
+    return groups
+
+
+def recall_by_attribute(model, groups: list) -> dict[str, float]:
+    """R@1 (in %) over all `groups` and over those changing a color / a shape."""
+    scenes = [scene for group in groups for scene in group]
+    images = model.encode_image([s.render(model.image_size) for s in scenes])
+    texts = model.encode_text([s.caption() for s in scenes], truncate=True)
+    index = [list(range(g * HARD_GROUP_SIZE, (g + 1) * HARD_GROUP_SIZE)) for g in range(len(groups))]
+    attributes = [changed_attribute(group) for group in groups]
+    out = {"all": 100 * group_t2i_r1(texts, images, index)}
+    for name in ("color", "shape"):
+        chosen = [g for g, attribute in zip(index, attributes) if attribute == name]
+        out[name] = 100 * group_t2i_r1(texts, images, chosen)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["default-77", "default"], help="encoder specs")
+    parser.add_argument("--n", type=int, default=1000, help="the suite's --n: late groups are its n // 4 groups")
+    parser.add_argument("--early-groups", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", type=int, default=3)
+    args = parser.parse_args()
+
+    first = EVAL_SEED_OFFSET + args.seed * SEEDS_PER_RUN
+    late = [hard_negative_group(first + args.n + g, args.grid, HARD_GROUP_SIZE) for g in range(args.n // 4)]
+    early = early_groups(first + EARLY_OFFSET, args.early_groups, args.grid)
+    print("| model | early: all | early: color | early: shape | late: all | late: color | late: shape |")
+    print("|---|---|---|---|---|---|---|")
+    for spec in args.models:
+        model = load_encoder(spec)
+        by_early, by_late = recall_by_attribute(model, early), recall_by_attribute(model, late)
+        cells = [by_early[k] for k in ("all", "color", "shape")] + [by_late[k] for k in ("all", "color", "shape")]
+        print(f"| {spec} | " + " | ".join(f"{v:.1f}" for v in cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
