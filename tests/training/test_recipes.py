@@ -36,6 +36,24 @@ def test_train_clip_then_longclip_cli(tmp_path):
         assert abs(long.logit_scale.item() - torch.tensor(100.0).log().item()) < 0.1
 
 
+def test_train_clip_init_continues_a_77_token_model(tmp_path):
+    """`train clip --init` starts from the given model's weights (a second curriculum stage), not a fresh one."""
+    first = tmp_path / "stage1"
+    assert main(["train", "clip", "--config", "shapescenes-tiny", "--steps", "1", *TINY, "--out", str(first)]) == 0
+    start = load_encoder(str(first / "model"), stretch=False)
+    second = tmp_path / "stage2"
+    argv = ["train", "clip", "--init", str(first / "model"), "--partial-captions", "0.5", "--steps", "1", *TINY,
+            "--lr", "0", "--out", str(second)]
+    assert main(argv) == 0
+    unchanged = load_encoder(str(second / "model"), stretch=False)  # lr 0: the weights it started from
+    for name, tensor in start.state_dict().items():
+        assert torch.equal(tensor, unchanged.state_dict()[name]), name
+    assert json.loads((second / "run.json").read_text())["init"] == str(first / "model")
+
+    with pytest.raises(ValueError, match="continues a 77-token CLIP"):
+        train_clip(ClipRecipe(out_dir=str(tmp_path / "bad"), init="default", optim=OptimConfig(steps=1)))
+
+
 def test_resume_after_interruption_is_exact(tmp_path):
     def recipe(out):
         return ClipRecipe(out_dir=str(out), model="shapescenes-tiny", data=SceneData(batch_size=4, seed=1),

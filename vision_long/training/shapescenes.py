@@ -28,6 +28,7 @@ from vision_long.encoders.loading import load_encoder
 from vision_long.encoders.longclip import LongCLIP
 from vision_long.encoders.longclip_loss import LongCLIPLoss, clip_loss
 from vision_long.encoders.model_configs import model_config
+from vision_long.tokenization import CLIP_CONTEXT
 from vision_long.training.trainer import OptimConfig, train
 
 HARD_GROUP_SIZE = 4
@@ -142,10 +143,12 @@ def _text(model: LongCLIP, captions: list[str]) -> torch.Tensor:
 
 @dataclass
 class ClipRecipe:
-    """`vision-long train clip`: a small CLIP from scratch at context 77."""
+    """`vision-long train clip`: a small CLIP from scratch at context 77 (architecture `model`), or, with `init`,
+    more training of a 77-token model of this package (e.g. on other captions: a second curriculum stage)."""
 
     out_dir: str
     model: str = "shapescenes-small"
+    init: str | None = None
     data: SceneData = field(default_factory=SceneData)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=3000, lr=1e-3, warmup=200))
     device: str | None = None
@@ -156,7 +159,14 @@ def train_clip(recipe: ClipRecipe) -> LongCLIP:
     """Train a plain CLIP on ShapeScenes long captions truncated to its 77-token context."""
     device = init_from_env(recipe.device)
     torch.manual_seed(recipe.data.seed)
-    model = LongCLIP(model_config(recipe.model)).to(device)
+    if recipe.init is None:
+        model = LongCLIP(model_config(recipe.model))
+    else:
+        model = load_encoder(recipe.init, stretch=False)
+        if not isinstance(model, LongCLIP) or model.context_length != CLIP_CONTEXT:
+            raise ValueError(f"{recipe.init}: train clip continues a 77-token CLIP of this package, got "
+                             f"{type(model).__name__} with context {getattr(model, 'context_length', None)}")
+    model = model.to(device)
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         images, captions, _ = recipe.data.batch(step, model.image_size)

@@ -11,8 +11,8 @@ def cmd_train_clip(args) -> None:
     from vision_long.training.shapescenes import ClipRecipe, train_clip
 
     optim, data = scene_recipe(args)
-    train_clip(ClipRecipe(out_dir=args.out, model=args.config, data=data, optim=optim, device=args.device,
-                          resume=not args.no_resume))
+    train_clip(ClipRecipe(out_dir=args.out, model=args.config, init=args.init, data=data, optim=optim,
+                          device=args.device, resume=not args.no_resume))
     if is_main():
         print(f"saved the trained model to {args.out}/model")
 
@@ -61,9 +61,13 @@ def add_parsers(recipes) -> None:
         "clip", formatter_class=FORMATTER, help="a small CLIP from scratch at context 77",
         description="Train a CLIP from scratch at context 77 on ShapeScenes long captions truncated to 77 tokens:\n"
         "the stand-in for 'a pretrained CLIP' that Long-CLIP fine-tunes.",
-        epilog="example:\n  vision-long train clip --out runs/clip77 --steps 3000",
+        epilog="examples:\n  vision-long train clip --out runs/clip77 --steps 3000\n"
+        "  vision-long train clip --init runs/clip77/model --partial-captions 0.5 --steps 600 --lr 5e-4 \\\n"
+        "      --warmup 50 --seed 2 --out runs/clip77-partial       # a second stage on other captions",
     )
     clip.add_argument("--config", default="shapescenes-small", help="architecture name or JSON file (default: %(default)s)")
+    clip.add_argument("--init", help="continue training this 77-token model (a directory or a shipped name such as "
+                      "default-77) instead of a fresh --config one")
     optim_args(clip, steps=1500, lr=1e-3, warmup=100, weight_decay=0.1, hard_fraction=0.0)
     fill_args(clip)
     clip.set_defaults(func=cmd_train_clip)
