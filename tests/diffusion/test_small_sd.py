@@ -149,6 +149,8 @@ def test_unet_stage_can_tune_the_text_tower(runs, tmp_path):
     assert all(torch.equal(frozen[name], initial[name]) for name in initial)
     changed = [name for name in initial if not torch.equal(tuned[name], initial[name])]
     assert any("layers.0." in name for name in changed) and any("token_embedding" in name for name in changed)
+    for run in (runs / "unet", tmp_path / "tuned"):  # training's tokenizer calls leave no padding in the saved file
+        assert json.loads((run / "pipeline" / "tokenizer" / "tokenizer.json").read_text())["padding"] is None
     with pytest.raises(ValueError, match="text_lr_scale tunes the text tower"):
         T2IRecipe(out_dir=str(tmp_path), stage="vae", text_lr_scale=0.1).check()
     with pytest.raises(ValueError, match="text_lr_scale must be >= 0"):

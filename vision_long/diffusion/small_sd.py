@@ -181,6 +181,9 @@ def save_pipeline(pipe, out_dir: str | Path, half: bool = False) -> Path:
     pipeline loads in fp32. The text encoder always stays fp32: transformers would keep fp16 weights in fp16.
     """
     out_dir = Path(out_dir)
+    backend = getattr(pipe.tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # a fast tokenizer keeps its last call's padding, which save_pretrained would record
+        backend.no_padding()
     if half:
         pipe = copy.copy(pipe)  # a shallow copy: the caller's pipeline keeps its fp32 UNet and VAE
         pipe.register_modules(unet=copy.deepcopy(pipe.unet).half(), vae=copy.deepcopy(pipe.vae).half())
