@@ -42,8 +42,8 @@ class LongRetrievalResult:
 
 
 def changed_attribute(group: list[Scene]) -> str:
-    """"color" or "shape": the attribute a `hard_negative_group` changes (its first two scenes' one differing
-    object tells)."""
+    """Which attribute, "color" or "shape", a `hard_negative_group` changes: read from the one object in which its
+    first two scenes differ."""
     base, other = group[0].objects, group[1].objects
     changed = [(a, b) for a, b in zip(base, other) if a != b]
     if len(changed) != 1:
