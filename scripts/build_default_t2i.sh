@@ -9,9 +9,9 @@
 #      LongAlign segments of the embedded Long-CLIP's text tower, which trains with the UNet at a tenth of its
 #      learning rate (--text-lr-scale 0.1; frozen, shapes were at chance: RESULTS.md, t2i_text_tuning),
 #      10% empty-prompt dropout                                                                 2400 steps x 32
-# Sizing (seconds per step with data, 2 idle cores, 2 threads): VAE 0.9-1.0, UNet 1.5 with the text tower tuned
-# (1.2 frozen), so about 36-39 + 60 minutes: 96-99 minutes, OVER the 90-minute budget; not yet measured in one
-# clean run (VAE 39 minutes measured; the UNet ran in pieces beside other jobs: RESULTS.md, t2i_text_tuning).
+# Sizing (seconds per step with data, 2 idle cores, 2 threads): VAE 0.9-1.0, UNet 1.46 with the text tower tuned
+# (1.14 frozen), so about 39 + 58 minutes: about 97 minutes, OVER the 90-minute budget; not yet timed as one clean
+# run (VAE 39 minutes measured; the UNet ran in pieces beside other jobs: RESULTS.md, t2i_text_tuning).
 # Scenes: 3 x 3 grids with cell occupancy drawn from [0.1, 1], so each object sentence is sometimes one of few.
 # A stage whose output exists is kept (delete RUN_DIR/vae/vae or RUN_DIR/unet/pipeline to retrain); an
 # interrupted stage resumes from its checkpoint.
