@@ -18,9 +18,9 @@ from vision_long.encoders.loading import load_encoder
 from vision_long.eval.long_retrieval import (
     HARD_GROUP_SIZE,
     SEEDS_PER_RUN,
-    changed_attribute,
+    hard_r1_by_attribute,
+    suite_hard_groups,
 )
-from vision_long.eval.retrieval_metrics import group_t2i_r1
 
 EARLY_OFFSET = 500_000  # early groups start here in the evaluation seed range, clear of the suite's scenes
 
@@ -43,13 +43,7 @@ def recall_by_attribute(model, groups: list) -> dict[str, float]:
     scenes = [scene for group in groups for scene in group]
     images = model.encode_image([s.render(model.image_size) for s in scenes])
     texts = model.encode_text([s.caption() for s in scenes], truncate=True)
-    index = [list(range(g * HARD_GROUP_SIZE, (g + 1) * HARD_GROUP_SIZE)) for g in range(len(groups))]
-    attributes = [changed_attribute(group) for group in groups]
-    out = {"all": 100 * group_t2i_r1(texts, images, index)}
-    for name in ("color", "shape"):
-        chosen = [g for g, attribute in zip(index, attributes) if attribute == name]
-        out[name] = 100 * group_t2i_r1(texts, images, chosen)
-    return out
+    return {key: 100 * value for key, value in hard_r1_by_attribute(texts, images, groups).items()}
 
 
 def main() -> None:
@@ -61,9 +55,8 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=3)
     args = parser.parse_args()
 
-    first = EVAL_SEED_OFFSET + args.seed * SEEDS_PER_RUN
-    late = [hard_negative_group(first + args.n + g, args.grid, HARD_GROUP_SIZE) for g in range(args.n // 4)]
-    early = early_groups(first + EARLY_OFFSET, args.early_groups, args.grid)
+    late = suite_hard_groups(args.n, args.seed, args.grid)
+    early = early_groups(EVAL_SEED_OFFSET + args.seed * SEEDS_PER_RUN + EARLY_OFFSET, args.early_groups, args.grid)
     print("| model | early: all | early: color | early: shape | late: all | late: color | late: shape |")
     print("|---|---|---|---|---|---|---|")
     for spec in args.models:

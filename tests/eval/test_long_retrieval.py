@@ -38,15 +38,13 @@ def test_77_token_model_is_at_chance_on_hard_negatives(tmp_path, capsys):
 
 def test_hard_negative_recall_is_split_by_the_changed_attribute(tmp_path, capsys):
     """The per-attribute R@1s are the group-weighted parts of t2i_r1_hard."""
-    from vision_long.data.scenes import EVAL_SEED_OFFSET, hard_negative_group
-    from vision_long.eval.long_retrieval import SEEDS_PER_RUN, changed_attribute
+    from vision_long.eval.long_retrieval import changed_attribute, suite_hard_groups
 
     path = tmp_path / "clip.pt"
     torch.save(random_openai_state_dict(vision_width=128, patch=8, grid=8, seed=3), path)
     assert main(["eval", "--suite", "long-retrieval", "--model", f"openai:{path}", "--n", "32", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    first = EVAL_SEED_OFFSET + 0 * SEEDS_PER_RUN + 32  # the suite's hard groups follow its n random scenes
-    attributes = [changed_attribute(hard_negative_group(first + g, 3)) for g in range(8)]
+    attributes = [changed_attribute(group) for group in suite_hard_groups(32, seed=0, grid=3)]
     n_color = attributes.count("color")
     assert 0 < n_color < 8  # both kinds occur among these 8 groups
     weighted = (n_color * metrics["t2i_r1_hard_color"] + (8 - n_color) * metrics["t2i_r1_hard_shape"]) / 8

@@ -52,6 +52,27 @@ def changed_attribute(group: list[Scene]) -> str:
     return next(name for name in ("color", "shape") if getattr(a, name) != getattr(b, name))
 
 
+def suite_hard_groups(n: int, seed: int = 0, grid: int = 3) -> list[list[Scene]]:
+    """The suite's `n // 4` hard-negative groups for `n` scenes at evaluation `seed` (they follow its n scenes)."""
+    first = EVAL_SEED_OFFSET + seed * SEEDS_PER_RUN + n
+    return [hard_negative_group(first + g, grid, HARD_GROUP_SIZE) for g in range(n // HARD_GROUP_SIZE)]
+
+
+def hard_r1_by_attribute(text_emb: torch.Tensor, image_emb: torch.Tensor, groups: list[list[Scene]]) -> dict:
+    """Group T2I R@1 over all hard-negative `groups` ("all") and over those changing a "color" / a "shape" (NaN
+    when none does). text_emb, image_emb: Tensor[sum of group sizes, D], rows in the groups' scene order."""
+    index, start = [], 0
+    for group in groups:
+        index.append(list(range(start, start + len(group))))
+        start += len(group)
+    attributes = [changed_attribute(group) for group in groups]
+    out = {"all": group_t2i_r1(text_emb, image_emb, index) if index else float("nan")}
+    for name in ("color", "shape"):
+        chosen = [g for g, attribute in zip(index, attributes) if attribute == name]
+        out[name] = group_t2i_r1(text_emb, image_emb, chosen) if chosen else float("nan")
+    return out
+
+
 def _encode_scenes(model: Encoder, scenes, batch_size: int, progress: bool):
     images = [s.render(model.image_size) for s in scenes]
     image_emb = model.encode_image(images, batch_size=batch_size, progress=progress)
@@ -82,30 +103,22 @@ def evaluate_long_retrieval(
     long_metrics = retrieval_metrics(long_emb, image_emb, ks=(1,))
     short_metrics = retrieval_metrics(short_emb, image_emb, ks=(1,))
 
-    groups = [hard_negative_group(first + n + g, grid, HARD_GROUP_SIZE) for g in range(n // HARD_GROUP_SIZE)]
-    hard_scenes = [s for group in groups for s in group]
-    hard_image, hard_text = _encode_scenes(model, hard_scenes, batch_size, progress)
-    index_groups = [list(range(g * HARD_GROUP_SIZE, (g + 1) * HARD_GROUP_SIZE)) for g in range(len(groups))]
+    groups = suite_hard_groups(n, seed, grid)
+    hard_image, hard_text = _encode_scenes(model, [s for group in groups for s in group], batch_size, progress)
+    hard = hard_r1_by_attribute(hard_text, hard_image, groups)
 
     tokens = [model.tokenizer.count_tokens(s.caption()) for s in scenes]
     sim = cosine_similarity_matrix(long_emb, image_emb)
     own = sim.diagonal().unsqueeze(1)
     hits = ((sim >= own).sum(1) == 1).tolist()  # strictly best: the same tie rule as the metrics
-    hard = group_t2i_r1(hard_text, hard_image, index_groups) if groups else float("nan")
-    attributes = [changed_attribute(group) for group in groups]
-    hard_by_attribute = {}
-    for name in ("color", "shape"):
-        chosen = [g for g, attribute in zip(index_groups, attributes) if attribute == name]
-        hard_by_attribute[f"t2i_r1_hard_{name}"] = (
-            round(group_t2i_r1(hard_text, hard_image, chosen), 4) if chosen else float("nan")
-        )
     metrics = {
         "t2i_r1_long": round(long_metrics["t2i_r1"], 4),
         "i2t_r1_long": round(long_metrics["i2t_r1"], 4),
         "t2i_r1_short": round(short_metrics["t2i_r1"], 4),
         "i2t_r1_short": round(short_metrics["i2t_r1"], 4),
-        "t2i_r1_hard": round(hard, 4),
-        **hard_by_attribute,
+        "t2i_r1_hard": round(hard["all"], 4),
+        "t2i_r1_hard_color": round(hard["color"], 4),
+        "t2i_r1_hard_shape": round(hard["shape"], 4),
         "n": n,
         "n_hard_groups": len(groups),
         "grid": grid,
