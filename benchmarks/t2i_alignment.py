@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.results import RESULTS, image_sheet, machine, update_section
@@ -35,6 +36,18 @@ from vision_long.eval.alignment import (
 KEYS = ("acc_before_77", "acc_after_77", "acc_all")
 ATTRIBUTES = ("presence", "color", "shape", "size", "exact_all")  # over all objects
 SHEET_SCENES = 8
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def paired_difference(base: list[list[float]], other: list[list[float]], seed: int = 0) -> tuple[float, float, float]:
+    """acc_all of `other` minus `base` (object scores per scene, same scenes) and its 95 % bootstrap interval, in
+    points: scenes are resampled with replacement, `BOOTSTRAP_RESAMPLES` times."""
+    totals = np.array([[sum(b), sum(o), len(b)] for b, o in zip(base, other, strict=True)])
+    draws = np.random.default_rng(seed).integers(0, len(totals), (BOOTSTRAP_RESAMPLES, len(totals)))
+    sums = totals[draws].sum(1)
+    deltas = 100 * (sums[:, 1] - sums[:, 0]) / sums[:, 2]
+    delta = 100 * (totals[:, 1].sum() - totals[:, 0].sum()) / totals[:, 2].sum()
+    return float(delta), float(np.percentile(deltas, 2.5)), float(np.percentile(deltas, 97.5))
 
 
 def read_log(run: Path) -> list[dict]:
@@ -108,22 +121,29 @@ def main() -> None:
     methods = tuple(args.methods.split(","))
     loras = dict(item.split("=", 1) for item in args.lora)
     suite = AlignmentSuite(methods=methods, n=args.n, seed=args.seed, grid=args.grid, steps=args.steps,
-                           guidance=args.guidance, encode_kwargs=longclip_kwargs(pipe) if "longclip" in methods else {})
+                           guidance=args.guidance, encode_kwargs=longclip_kwargs(pipe) if "longclip" in methods else {},
+                           keep_object_scores=bool(loras))
     rows = [(m["method"], m) for m in evaluate_t2i_alignment(suite, cell_parser, pipe, progress=True)]
     generating = next((m for m in methods if m not in PARSED_SCENES), "segments")
     lora_suite = AlignmentSuite(methods=(generating,), n=args.n, seed=args.seed, grid=args.grid, steps=args.steps,
-                                guidance=args.guidance)
+                                guidance=args.guidance, keep_object_scores=True)
+    base = dict(rows)[generating] if loras else None
     for name, run in loras.items():
         result = evaluate_t2i_alignment(lora_suite, cell_parser, with_lora(args.pipeline, run))[0]
+        result["delta"] = paired_difference(base["object_scores"], result["object_scores"])
         rows.append((f"{generating} + LoRA {name}", result))
     for name, m in rows:
-        print(name, {k: m[k] for k in (*KEYS, "n", "seconds")})
+        print(name, {k: m[k] for k in (*KEYS, "n", "seconds")}, m.get("delta", ""))
 
-    table = ["| method | " + " | ".join(KEYS + ATTRIBUTES) + " | objects before / after 77 | seconds |",
-             "|---" * (len(KEYS + ATTRIBUTES) + 3) + "|"]
+    delta_column = f" acc_all - {generating} (95 % CI) |" if loras else ""
+    table = ["| method | " + " | ".join(KEYS + ATTRIBUTES) + " | objects before / after 77 |" + delta_column
+             + " seconds |", "|---" * (len(KEYS + ATTRIBUTES) + 3 + bool(loras)) + "|"]
     for name, m in rows:
+        delta = ""
+        if loras:
+            delta = " {:+.1f} ({:+.1f} to {:+.1f}) |".format(*m["delta"]) if "delta" in m else " |"
         table.append(f"| {name} | " + " | ".join("-" if m[k] is None else f"{100 * m[k]:.1f}" for k in KEYS + ATTRIBUTES)
-                     + f" | {m['n_before_77']} / {m['n_after_77']} | {m['seconds']} |")
+                     + f" | {m['n_before_77']} / {m['n_after_77']} |{delta} {m['seconds']} |")
     command = " ".join(["python -m benchmarks.t2i_alignment", f"--methods {args.methods}",
                         *(f"--lora {item}" for item in args.lora), f"--n {args.n} --seed {args.seed}",
                         f"--grid {args.grid} --steps {args.steps} --guidance {args.guidance}",
@@ -146,7 +166,9 @@ def main() -> None:
                 f"DDIM {args.steps} steps, guidance {args.guidance}; accuracy = share of objects whose presence, "
                 "color, shape and size the cell parser reads back, the mean of the four hits per object (objects whose "
                 "sentence starts before / after token 77); presence ... size: each attribute over all objects; "
-                "exact_all: objects with all four right.\n\n" + "\n".join(table) + "\n\n" + "\n".join(figures) + "\n")
+                "exact_all: objects with all four right" + (f"; acc_all - {generating}: the LoRA's change in points, "
+                "paired over the same scenes and seeds, with a 95 % bootstrap interval over scenes" if loras else "")
+                + ".\n\n" + "\n".join(table) + "\n\n" + "\n".join(figures) + "\n")
         update_section(args.section, body)
         print(f"wrote section {args.section} of {RESULTS}")
 

@@ -28,6 +28,7 @@ from vision_long.eval.alignment import (
     evaluate_t2i_alignment,
     evaluation_scenes,
     load_cell_parser,
+    object_scores,
     parse_images,
     rendered_accuracy,
     vae_round_trip,
@@ -78,6 +79,23 @@ def test_partial_credit_per_attribute():
     assert wrong_color["acc_all"] == 0.75 and wrong_color["color"] == 0.0 and wrong_color["shape"] == 1.0
     hallucinated = alignment_metrics([scene], [(obj, obj, None, None)])
     assert hallucinated["acc_all"] == 1.0 and hallucinated["empty_cells"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_object_scores_in_reading_order():
+    star, circle = SceneObject("star", "red", "large"), SceneObject("circle", "blue", "small")
+    scene = Scene(2, (star, None, None, circle))
+    assert object_scores(scene, (replace(star, size="small"), circle, None, None)) == [0.75, 0.0]
+    assert object_scores(scene, (star, None, None, circle)) == [1.0, 1.0]
+
+
+def test_kept_object_scores_average_to_acc_all(parser):
+    suite = AlignmentSuite(methods=("rendered",), n=6, seed=3, keep_object_scores=True)
+    (result,) = evaluate_t2i_alignment(suite, parser)
+    scores = [x for scene in result["object_scores"] for x in scene]
+    assert len(result["object_scores"]) == 6 and len(scores) == result["n_objects"]
+    assert round(sum(scores) / len(scores), 4) == result["acc_all"]
+    (plain,) = evaluate_t2i_alignment(AlignmentSuite(methods=("rendered",), n=6, seed=3), parser)
+    assert "object_scores" not in plain
 
 
 def test_split_at_token_77():

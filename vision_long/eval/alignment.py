@@ -169,6 +169,12 @@ def object_hits(truth: SceneObject, parsed: SceneObject | None) -> tuple[bool, b
     return True, parsed.color == truth.color, parsed.shape == truth.shape, parsed.size == truth.size
 
 
+def object_scores(scene: Scene, cells: Parsed) -> list[float]:
+    """Each object's score in reading order: the mean of its four `object_hits` (1 parsed exactly, 0 missed)."""
+    hits = [object_hits(truth, cells[i]) for i, truth in enumerate(scene.objects) if truth is not None]
+    return [sum(h) / len(h) for h in hits]
+
+
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
@@ -274,6 +280,7 @@ class AlignmentSuite:
     guidance: float = 7.5
     batch_size: int = 16
     encode_kwargs: dict = field(default_factory=dict)  # method "longclip": longclip_text_encoder= (and tokenizer)
+    keep_object_scores: bool = False  # add "object_scores" (per scene, `object_scores`) to each result
 
     def __post_init__(self) -> None:
         from vision_long.diffusion.prompts import METHODS
@@ -303,7 +310,8 @@ def longclip_kwargs(pipe, source: str | Path | None = None) -> dict:
 
 
 def evaluate_t2i_alignment(suite: AlignmentSuite, parser: CellParser, pipe=None, progress: bool = False) -> list[dict]:
-    """One metrics dict (`alignment_metrics` plus method, grid, seed, steps, guidance, image_size, seconds) per method.
+    """One metrics dict (`alignment_metrics` plus method, grid, seed, steps, guidance, image_size, seconds, and with
+    `suite.keep_object_scores` the per-scene `object_scores` for paired comparisons) per method.
 
     Every method sees the same scenes and, for scene i, the same generation seed (the scene's seed). `pipe` (an
     SD-1.x / SDXL pipeline) is needed for every method but "rendered", which renders at the pipeline's size (or
@@ -338,11 +346,14 @@ def evaluate_t2i_alignment(suite: AlignmentSuite, parser: CellParser, pipe=None,
             with branch_lora_enabled(pipe, method == LLM_METHOD):
                 images = generate_images(pipe, captions, seeds, method, suite.steps, suite.guidance,
                                          suite.batch_size, suite.encode_kwargs if method == "longclip" else None)
-        metrics = alignment_metrics(scenes, parse_images(parser, images, suite.grid))
-        results.append({"suite": "t2i-alignment", "method": method, **metrics, "grid": suite.grid, "seed": suite.seed,
+        parsed = parse_images(parser, images, suite.grid)
+        results.append({"suite": "t2i-alignment", "method": method, **alignment_metrics(scenes, parsed),
+                        "grid": suite.grid, "seed": suite.seed,
                         "steps": None if method in PARSED_SCENES else suite.steps,
                         "guidance": None if method in PARSED_SCENES else suite.guidance,
                         "image_size": images[0].width, "seconds": round(time.perf_counter() - start, 1)})
+        if suite.keep_object_scores:
+            results[-1]["object_scores"] = [object_scores(s, cells) for s, cells in zip(scenes, parsed, strict=True)]
     return results
 
 
