@@ -8,10 +8,11 @@
 #      prediction with Min-SNR weighting on the frozen VAE's latents, conditioned on the long captions through
 #      LongAlign segments of the embedded Long-CLIP's text tower, which trains with the UNet at a tenth of its
 #      learning rate (--text-lr-scale 0.1; frozen, shapes were at chance: RESULTS.md, t2i_text_tuning),
-#      10% empty-prompt dropout                                                                 2400 steps x 32
-# Sizing (seconds per step with data, 2 idle cores, 2 threads): VAE 0.9-1.0, UNet 1.46 with the text tower tuned
-# (1.14 frozen), so about 39 + 58 minutes: about 97 minutes, OVER the 90-minute budget; not yet timed as one clean
-# run (VAE 39 minutes measured; the UNet ran in pieces beside other jobs: RESULTS.md, t2i_text_tuning).
+#      10% empty-prompt dropout                                                                 2400 steps x 24
+#      (24 scenes a step, not 32, to fit the 90-minute budget: at 32 the UNet took 1.46 s a step with the text
+#      tower tuned, about 97 minutes for the build: RESULTS.md, t2i_text_tuning)
+# Timed as one clean run on 2 idle cores (session 9, `/usr/bin/time`): 87.5 minutes wall clock, VAE 38.5 (0.96 s a
+# step), UNet 48.6 (1.21 s a step, 1.08-1.39 per 200 steps): RESULTS.md, t2i_build.
 # Scenes: 3 x 3 grids with cell occupancy drawn from [0.1, 1], so each object sentence is sometimes one of few.
 # A stage whose output exists is kept (delete RUN_DIR/vae/vae or RUN_DIR/unet/pipeline to retrain); an
 # interrupted stage resumes from its checkpoint.
@@ -26,7 +27,7 @@ if [ ! -f "$RUN/vae/vae/config.json" ]; then
 fi
 if [ ! -f "$RUN/unet/pipeline/model_index.json" ]; then
     vision-long train t2i --stage unet --vae "$RUN/vae" --text-encoder default --config shapescenes-64 --steps 2400 \
-        --batch-size 32 --lr 1e-3 --warmup 100 --fill 0.1 1.0 --seed 0 --text-lr-scale 0.1 --out "$RUN/unet"
+        --batch-size 24 --lr 1e-3 --warmup 100 --fill 0.1 1.0 --seed 0 --text-lr-scale 0.1 --out "$RUN/unet"
 fi
 python -c "import sys; from vision_long.diffusion.pipelines import DEFAULT_PIPELINE; \
 from vision_long.diffusion.small_sd import install_pipeline; print('installed', install_pipeline(sys.argv[1], DEFAULT_PIPELINE))" \
