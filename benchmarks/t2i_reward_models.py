@@ -43,6 +43,7 @@ from vision_long.eval.alignment import (
     object_scores,
     parse_images,
 )
+from vision_long.training.t2i import pixels
 
 WEIGHTS = (1.0, 0.3, 0.0)
 SWAP_SEED = 0
@@ -50,27 +51,18 @@ SWAP_SEED = 0
 
 def swapped(scene: Scene, attribute: str, rng: random.Random) -> Scene:
     """`scene` with one random object's `attribute` ("color" or "shape") changed to another valid value."""
-    cells = [i for i, obj in enumerate(scene.objects) if obj is not None]
-    index = rng.choice(cells)
+    index = rng.choice([i for i, obj in enumerate(scene.objects) if obj is not None])
     obj = scene.objects[index]
     pool = COLORS if attribute == "color" else SHAPES
-    choices = [v for v in pool if v != getattr(obj, attribute) and not (attribute == "color" and v == obj.outline)]
-    objects = list(scene.objects)
-    objects[index] = dataclasses.replace(obj, **{attribute: rng.choice(choices)})
-    return dataclasses.replace(scene, objects=tuple(objects))
-
-
-def image_tensor(images: list) -> torch.Tensor:
-    """PIL RGB images -> Tensor[B, 3, H, W] in [-1, 1], as the VAE decodes them."""
-    arrays = [torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1) for im in images]
-    return torch.stack(arrays).permute(0, 3, 1, 2)
+    choices = [v for v in pool if v not in (getattr(obj, attribute), obj.outline)]
+    return scene.with_object(index, dataclasses.replace(obj, **{attribute: rng.choice(choices)}))
 
 
 @torch.no_grad()
 def reward_features(encoder, images: list) -> torch.Tensor:
     """Normalized image embeddings Tensor[B, D] through the training reward's input path (crop seed 0)."""
-    pixels = reward_pixels(image_tensor(images), encoder, torch.Generator().manual_seed(0))
-    return F.normalize(encoder.encode_pixels(pixels).float(), dim=-1)
+    inputs = reward_pixels(pixels(images, torch.device("cpu")), encoder, torch.Generator().manual_seed(0))
+    return F.normalize(encoder.encode_pixels(inputs).float(), dim=-1)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -129,14 +121,14 @@ def main() -> None:
                     f"{row['irrelevant']:.4f} |")
             lines.append(line)
             print(line, flush=True)
-    command = "python -m benchmarks.t2i_reward_models " + " ".join(
-        [f"--models {' '.join(args.models)}", f"--n {args.n}", f"--seed {args.seed}"]
-        + ([f"--pipeline {args.pipeline}"] if args.pipeline else []) + [f"--section {args.section}"] * bool(args.section))
+    command = f"python -m benchmarks.t2i_reward_models --models {' '.join(args.models)} --n {args.n} --seed {args.seed}"
+    command += f" --pipeline {args.pipeline}" if args.pipeline else ""
     if args.section:
         setup = (f"Machine: {machine()}. {args.n} evaluation scenes (3x3); the generations' mean accuracy "
                  f"{100 * accuracy.mean():.1f} %. relevant / irrelevant: the two parts' means on the rendered scenes.")
         heading = f"## Reward models for preference optimization ({args.section})"
-        update_section(args.section, "\n".join([heading, "", f"Command: `{command}`", setup, "", *lines]))
+        update_section(args.section, "\n".join([heading, "", f"Command: `{command} --section {args.section}`", setup,
+                                                 "", *lines]))
 
 
 if __name__ == "__main__":
