@@ -4,7 +4,8 @@ A hard-negative group is 4 ShapeScenes scenes that differ in one attribute (colo
 "late" groups change an object described after token 77: the `long-retrieval` suite's own groups (the same seeds
 at the same `--n`), which only a model that reads past token 77 can tell apart. "early" groups change an object
 described within the first 77 tokens, so a 77-token model can be tested too: they show which attributes its image
-and text towers encode at all. R@1 within a group; chance is 25.0.
+and text towers encode at all. R@1 within a group; chance is 25.0. A second table gives, for the late groups, how
+far each tower's embedding moves within a group: which tower, if any, encodes the changed attribute.
 
     python -m benchmarks.hard_attributes --models default-77 default runs/v4/clip77/model runs/v4/longclip/model
 """
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from vision_long.data.scenes import EVAL_SEED_OFFSET, hard_negative_group
 from vision_long.encoders.loading import load_encoder
 from vision_long.eval.long_retrieval import (
     HARD_GROUP_SIZE,
     SEEDS_PER_RUN,
+    changed_attribute,
     hard_r1_by_attribute,
     suite_hard_groups,
 )
@@ -38,12 +42,29 @@ def early_groups(first: int, count: int, grid: int) -> list:
     return groups
 
 
-def recall_by_attribute(model, groups: list) -> dict[str, float]:
-    """R@1 (in %) over all `groups` and over those changing a color / a shape."""
+def embed_groups(model, groups: list) -> tuple:
+    """Unit text embeddings (captions truncated to the model's context) and image embeddings of every scene of
+    `groups`, in order: two Tensor[4 * len(groups), D]."""
     scenes = [scene for group in groups for scene in group]
     images = model.encode_image([s.render(model.image_size) for s in scenes])
     texts = model.encode_text([s.caption() for s in scenes], truncate=True)
+    return texts, images
+
+
+def recall_by_attribute(texts, images, groups: list) -> dict[str, float]:
+    """R@1 (in %) over all `groups` and over those changing a color / a shape."""
     return {key: 100 * value for key, value in hard_r1_by_attribute(texts, images, groups).items()}
+
+
+def spread_by_attribute(embeddings, groups: list) -> dict[str, float]:
+    """Mean 1000 x (1 - cos) between the members of a group, over the groups changing a color / a shape: how far
+    one tower moves when only that attribute of one object changes (near 0: it does not encode it there)."""
+    spreads: dict[str, list[float]] = {"color": [], "shape": []}
+    off_diagonal = ~torch.eye(HARD_GROUP_SIZE, dtype=torch.bool)
+    for g, group in enumerate(groups):
+        e = embeddings[g * HARD_GROUP_SIZE:(g + 1) * HARD_GROUP_SIZE].float()
+        spreads[changed_attribute(group)].append(1000 * (1 - (e @ e.T)[off_diagonal]).mean().item())
+    return {k: sum(v) / len(v) for k, v in spreads.items() if v}
 
 
 def main() -> None:
@@ -59,11 +80,21 @@ def main() -> None:
     early = early_groups(EVAL_SEED_OFFSET + args.seed * SEEDS_PER_RUN + EARLY_OFFSET, args.early_groups, args.grid)
     print("| model | early: all | early: color | early: shape | late: all | late: color | late: shape |")
     print("|---|---|---|---|---|---|---|")
+    spreads = {}
     for spec in args.models:
         model = load_encoder(spec)
-        by_early, by_late = recall_by_attribute(model, early), recall_by_attribute(model, late)
+        late_texts, late_images = embed_groups(model, late)
+        by_early = recall_by_attribute(*embed_groups(model, early), early)
+        by_late = recall_by_attribute(late_texts, late_images, late)
+        spreads[spec] = (spread_by_attribute(late_texts, late), spread_by_attribute(late_images, late))
         cells = [by_early[k] for k in ("all", "color", "shape")] + [by_late[k] for k in ("all", "color", "shape")]
         print(f"| {spec} | " + " | ".join(f"{v:.1f}" for v in cells) + " |", flush=True)
+    print("\nLate groups, spread within a group (1000 x (1 - cos)):\n")
+    print("| model | text: color | text: shape | image: color | image: shape |")
+    print("|---|---|---|---|---|")
+    for spec, (text, image) in spreads.items():
+        values = [text["color"], text["shape"], image["color"], image["shape"]]
+        print(f"| {spec} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ checks and a plot of R@1 against caption length.
     bash scripts/build_default_models.sh runs/default            # or use the shipped models
     bash scripts/longclip_ablations.sh runs/default              # naive interpolation, no PCM
     python -m benchmarks.longclip_shapescenes --runs runs/default --write
+
+Other runs get a section of their own: `--base RUN/clip77/model --longclip RUN/longclip/model --runs RUN
+--section NAME --title TITLE` (the plot is written next to this file as NAME.png).
 """
 
 from __future__ import annotations
@@ -15,21 +18,22 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from vision_long.data.scenes import COLORS, EVAL_SEED_OFFSET, random_scene
+from vision_long.data.scenes import COLORS, EVAL_SEED_OFFSET, SHAPES, random_scene
 from vision_long.encoders.loading import load_encoder
 from vision_long.eval.long_retrieval import (
     evaluate_long_retrieval,
     plot_recall_by_length,
 )
 
-PLOT = Path(__file__).resolve().parent / "longclip_shapescenes.png"
+HERE = Path(__file__).resolve().parent
 
 
-def cell_sensitivity(model, grid: int = 3, scenes: int = 30) -> list[float]:
-    """Per cell, 1 - cos(image, same image with that cell's object recoloured), averaged over full scenes.
+def cell_sensitivity(model, grid: int = 3, scenes: int = 30, attribute: str = "color") -> list[float]:
+    """Per cell, 1 - cos(image, same image with that cell's object recoloured or reshaped), averaged over full scenes.
 
-    How much the image embedding moves when one object changes: near 0 means the tower cannot see that cell,
-    so no text tower can win the hard-negative groups whose difference sits there.
+    How much the image embedding moves when one object changes `attribute` ("color" or "shape"): near 0 means the
+    tower cannot see that attribute in that cell, so no text tower can win the hard-negative groups whose
+    difference sits there.
     """
     out = []
     for cell in range(grid * grid):
@@ -37,9 +41,12 @@ def cell_sensitivity(model, grid: int = 3, scenes: int = 30) -> list[float]:
         for k in range(scenes):
             scene = random_scene(EVAL_SEED_OFFSET + 900_000 + k, grid, fill=1.0)
             obj = scene.objects[cell]
-            other = next(c for c in COLORS if c not in (obj.color, obj.outline))
+            if attribute == "color":
+                changed = replace(obj, color=next(c for c in COLORS if c not in (obj.color, obj.outline)))
+            else:
+                changed = replace(obj, shape=next(s for s in SHAPES if s != obj.shape))
             a, b = model.encode_image([scene.render(model.image_size),
-                                       scene.with_object(cell, replace(obj, color=other)).render(model.image_size)])
+                                       scene.with_object(cell, changed).render(model.image_size)])
             moves.append(1 - (a @ b).item())
         out.append(sum(moves) / len(moves))
     return out
@@ -48,49 +55,55 @@ def cell_sensitivity(model, grid: int = 3, scenes: int = 30) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/default", help="run directory of the ablations")
+    parser.add_argument("--base", default="default-77", help="the 77-token model (a model spec)")
+    parser.add_argument("--longclip", default="default", help="its Long-CLIP fine-tune, 400 steps (a model spec)")
+    parser.add_argument("--section", default="longclip_shapescenes", help="RESULTS.md section (and plot) name")
+    parser.add_argument("--title", default="Long-CLIP on ShapeScenes (ShapeScenes issue)", help="section heading")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", type=int, default=3)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
+    base_name = f"77-token CLIP ({args.base})"
+    long_name = f"Long-CLIP: kept positions + PCM, 400 steps ({args.longclip})"
     models = {
-        "77-token CLIP (default-77)": "default-77",
-        "Long-CLIP: kept positions + PCM, 400 steps (default)": "default",
+        base_name: args.base,
+        long_name: args.longclip,
         "ablation, 150 steps: kept positions + PCM": f"{args.runs}/ablate-kps-pcm/model",
         "ablation, 150 steps: naive interpolation + PCM": f"{args.runs}/ablate-interpolate/model",
         "ablation, 150 steps: kept positions, no PCM": f"{args.runs}/ablate-no-pcm/model",
     }
     results, sensitivity = {}, {}
     for name, spec in models.items():
-        if spec.startswith(args.runs) and not Path(spec).is_dir():
+        if name.startswith("ablation") and not Path(spec).is_dir():
             print(f"skipping {name}: {spec} not found")
             continue
         model = load_encoder(spec)
         results[name] = evaluate_long_retrieval(model, n=args.n, seed=args.seed, grid=args.grid)
-        sensitivity[name] = cell_sensitivity(model, args.grid)
+        sensitivity[name] = {a: cell_sensitivity(model, args.grid, attribute=a) for a in ("color", "shape")}
         print(name, results[name].metrics, sensitivity[name])
-    plot_recall_by_length(results, str(PLOT))
+    plot_recall_by_length(results, str(HERE / f"{args.section}.png"))
 
     keys = ("t2i_r1_long", "i2t_r1_long", "t2i_r1_short", "i2t_r1_short", "t2i_r1_hard", "t2i_r1_hard_color",
             "t2i_r1_hard_shape")
     rows = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, r in results.items():
         rows.append(f"| {name} | " + " | ".join(f"{100 * r.metrics[k]:.1f}" for k in keys) + " |")
-    base = results["77-token CLIP (default-77)"].metrics
-    long = results["Long-CLIP: kept positions + PCM, 400 steps (default)"].metrics
+    base = results[base_name].metrics
+    long = results[long_name].metrics
     hard_gain = 100 * (long["t2i_r1_hard"] - base["t2i_r1_hard"])
     short_t2i = 100 * (long["t2i_r1_short"] - base["t2i_r1_short"])
     short_i2t = 100 * (long["i2t_r1_short"] - base["i2t_r1_short"])
     claims = [
-        f"(a) 77-token model, hard-negative T2I R@1 = {100 * base['t2i_r1_hard']:.1f} (chance in groups of 4 = 25.0): "
-        f"its truncated text is identical within a group.",
-        f"(b) Long-CLIP gain on hard negatives: {hard_gain:+.1f} points ({'meets' if hard_gain >= 25 else 'misses'} >= 25); "
+        (f"(a) 77-token model, hard-negative T2I R@1 = {100 * base['t2i_r1_hard']:.1f} (chance in groups of 4 = 25.0): "
+        f"its truncated text is identical within a group."),
+        (f"(b) Long-CLIP gain on hard negatives: {hard_gain:+.1f} points ({'meets' if hard_gain >= 25 else 'misses'} >= 25); "
         f"on the groups that change a color {100 * long['t2i_r1_hard_color']:.1f}, a shape "
-        f"{100 * long['t2i_r1_hard_shape']:.1f} (chance 25.0).",
-        f"(c) short-caption R@1 change: T2I {short_t2i:+.1f}, I2T {short_i2t:+.1f} points "
+        f"{100 * long['t2i_r1_hard_shape']:.1f} (chance 25.0)."),
+        (f"(c) short-caption R@1 change: T2I {short_t2i:+.1f}, I2T {short_i2t:+.1f} points "
         f"({'no drop of more than 3 points' if min(short_t2i, short_i2t) >= -3 else 'a drop of more than 3 points'}; "
-        f"within 3 points either way: {'yes' if max(abs(short_t2i), abs(short_i2t)) <= 3 else 'no'}).",
+        f"within 3 points either way: {'yes' if max(abs(short_t2i), abs(short_i2t)) <= 3 else 'no'})."),
     ]
     arms = {k.split(": ", 1)[1]: r.metrics for k, r in results.items() if k.startswith("ablation")}
     if len(arms) == 3:
@@ -108,25 +121,29 @@ def main() -> None:
             f"{'yes' if kept_wins else 'no'}; PCM helps short-caption retrieval: {'yes' if pcm_wins else 'no'}."
         )
     cells = range(args.grid * args.grid)
-    moved = ["| model | " + " | ".join(f"cell {c}" for c in cells) + " |", "|---" * (len(cells) + 1) + "|"]
-    moved += [f"| {name} | " + " | ".join(f"{1000 * v:.1f}" for v in sens) + " |" for name, sens in sensitivity.items()]
-    body = f"""## Long-CLIP on ShapeScenes (ShapeScenes issue)
+    moved = ["| model | changed | " + " | ".join(f"cell {c}" for c in cells) + " |", "|---" * (len(cells) + 2) + "|"]
+    moved += [f"| {name} | {attribute} | " + " | ".join(f"{1000 * v:.1f}" for v in sens[attribute]) + " |"
+              for attribute in ("color", "shape") for name, sens in sensitivity.items()]
+    command = (f"python -m benchmarks.longclip_shapescenes --runs {args.runs} --base {args.base} "
+               f"--longclip {args.longclip} --section {args.section} --title '{args.title}' --n {args.n} "
+               f"--seed {args.seed} --grid {args.grid} --write")
+    body = f"""## {args.title}
 
-Command: `python -m benchmarks.longclip_shapescenes --runs {args.runs} --n {args.n} --seed {args.seed} --grid {args.grid} --write`
-(models from `bash scripts/build_default_models.sh {args.runs}` and `bash scripts/longclip_ablations.sh {args.runs}`;
-the shipped `default`/`default-77` are those runs stored in fp16)
+Command: `{command}`
+(the two models and the ablations `bash scripts/longclip_ablations.sh {args.runs}` evaluated on the same scenes)
 Evaluation: {args.n} scenes of {args.grid}x{args.grid} from the evaluation seed range, {args.n // 4} hard-negative groups of 4; R@1 in %.
 
 {chr(10).join(rows)}
 
 {chr(10).join("- " + c for c in claims)}
 
-![R@1 against caption length](longclip_shapescenes.png)
+![R@1 against caption length]({args.section}.png)
 
-How far each image embedding moves (1000 x (1 - cos)) when one object of a full {args.grid}x{args.grid} scene is recoloured, by
-cell in reading order (cells 0-2 are the top row). Hard-negative groups differ in an object described after token
-77, i.e. in the lower cells: a tower that barely moves there caps hard-negative R@1 whatever the text side reads.
-Long-CLIP fine-tuning contracts the whole image space (every cell moves less), so compare cells within a row.
+How far each image embedding moves (1000 x (1 - cos)) when one object of a full {args.grid}x{args.grid} scene is recoloured
+or reshaped, by cell in reading order (cells 0-2 are the top row; 30 scenes). Hard-negative groups differ in an
+object described after token 77, i.e. in the lower cells: a tower that barely moves there caps hard-negative R@1
+whatever the text side reads. Long-CLIP fine-tuning contracts the whole image space (every cell moves less), so
+compare cells within a row.
 
 {chr(10).join(moved)}
 """
@@ -134,7 +151,7 @@ Long-CLIP fine-tuning contracts the whole image space (every cell moves less), s
     if args.write:
         from benchmarks.results import update_section
 
-        update_section("longclip_shapescenes", body)
+        update_section(args.section, body)
 
 
 if __name__ == "__main__":
