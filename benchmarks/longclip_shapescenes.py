@@ -35,6 +35,8 @@ def cell_sensitivity(model, grid: int = 3, scenes: int = 30, attribute: str = "c
     tower cannot see that attribute in that cell, so no text tower can win the hard-negative groups whose
     difference sits there.
     """
+    if attribute not in ("color", "shape"):
+        raise ValueError(f"attribute must be 'color' or 'shape', got {attribute!r}")
     out = []
     for cell in range(grid * grid):
         moves = []
