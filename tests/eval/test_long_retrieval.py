@@ -53,12 +53,13 @@ def test_hard_negative_recall_is_split_by_the_changed_attribute(tmp_path, capsys
 
 def test_changed_attribute_names_what_a_hard_group_changes():
     from vision_long.data.scenes import hard_negative_group
-    from vision_long.eval.long_retrieval import changed_attribute
+    from vision_long.eval.long_retrieval import changed_attribute, changed_object
 
     group = hard_negative_group(10_000_123, 3)
     attribute = changed_attribute(group)
     base, other = group[0].objects, group[1].objects
-    (a, b), = [(x, y) for x, y in zip(base, other) if x != y]
+    (index, a, b), = [(i, x, y) for i, (x, y) in enumerate(zip(base, other)) if x != y]
+    assert changed_object(group) == index
     assert getattr(a, attribute) != getattr(b, attribute)
     assert all(getattr(a, name) == getattr(b, name) for name in ("color", "shape") if name != attribute)
     with pytest.raises(ValueError, match="exactly one object"):

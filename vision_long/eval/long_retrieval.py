@@ -41,14 +41,19 @@ class LongRetrievalResult:
     t2i_hit: list[bool]  # whether each long caption retrieved its own image at rank 1
 
 
-def changed_attribute(group: list[Scene]) -> str:
-    """Which attribute, "color" or "shape", a `hard_negative_group` changes: read from the one object in which its
-    first two scenes differ."""
+def changed_object(group: list[Scene]) -> int:
+    """The index (in `Scene.objects`) of the one object in which a `hard_negative_group`'s first two scenes differ."""
     base, other = group[0].objects, group[1].objects
-    changed = [(a, b) for a, b in zip(base, other) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(base, other)) if a != b]
     if len(changed) != 1:
         raise ValueError(f"expected scenes differing in exactly one object, they differ in {len(changed)}")
-    a, b = changed[0]
+    return changed[0]
+
+
+def changed_attribute(group: list[Scene]) -> str:
+    """Which attribute, "color" or "shape", a `hard_negative_group` changes, in its `changed_object`."""
+    index = changed_object(group)
+    a, b = group[0].objects[index], group[1].objects[index]
     return next(name for name in ("color", "shape") if getattr(a, name) != getattr(b, name))
 
 
